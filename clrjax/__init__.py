@@ -1,0 +1,12 @@
+"""clrjax: cyclical learning rates, one-cycle schedules and a vmapped LR range test.
+
+Schedules are pure, jittable ``step -> value`` functions (``optax.Schedule``)
+whose numeric arguments may be traced; the LR range test trains many
+candidate configurations as lanes of one compiled program.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+]
