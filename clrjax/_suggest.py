@@ -24,6 +24,7 @@ is what both references do when they detect divergence.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -88,10 +89,6 @@ def _slide(
     adjust_value: float = 1.0,
 ) -> float:
     """fastai ``slide``: slide a window of ``lr_diff`` points leftwards from the end."""
-    if isinstance(lr_diff, bool) or not isinstance(lr_diff, (int, np.integer)) or lr_diff < 1:
-        raise ValueError(f"lr_diff must be an integer >= 1, got {lr_diff!r}")
-    _numerics.check_non_negative("thresh", thresh)
-    _numerics.check_positive("adjust_value", adjust_value)
     top = losses.shape[0] - 1 - lr_diff
     if top < 0:
         return float("nan")
@@ -105,9 +102,12 @@ def _slide(
 
 
 class _Method(NamedTuple):
-    rule: Callable[..., float]
+    rule: Callable[..., float]  # (lrs, losses, **options) -> suggested lr
     skip_start: Callable[[int], int]  # default points trimmed at the start, from num_steps
-    options: tuple[str, ...]  # keyword options of the rule
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return tuple(inspect.signature(self.rule).parameters)[2:]
 
 
 def _fastai_skip_start(num_steps: int) -> int:
@@ -115,11 +115,11 @@ def _fastai_skip_start(num_steps: int) -> int:
 
 
 _METHODS: dict[str, _Method] = {
-    "valley": _Method(_valley, _fastai_skip_start, ("fastai_compat",)),
-    "steep": _Method(_steep, _fastai_skip_start, ()),
-    "minimum": _Method(_minimum, _fastai_skip_start, ()),
-    "slide": _Method(_slide, _fastai_skip_start, ("lr_diff", "thresh", "adjust_value")),
-    "steepest": _Method(_steepest, lambda num_steps: 10, ()),
+    "valley": _Method(_valley, _fastai_skip_start),
+    "steep": _Method(_steep, _fastai_skip_start),
+    "minimum": _Method(_minimum, _fastai_skip_start),
+    "slide": _Method(_slide, _fastai_skip_start),
+    "steepest": _Method(_steepest, lambda num_steps: 10),
 }
 
 SUGGESTION_METHODS: tuple[str, ...] = tuple(_METHODS)
@@ -129,6 +129,25 @@ def _check_skip(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
+
+
+def _check_options(method: str, options: dict[str, Any]) -> None:
+    allowed = _METHODS[method].options
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"method {method!r} takes no option(s) {unknown}; its options are {list(allowed)}"
+        )
+    if "fastai_compat" in options and not isinstance(options["fastai_compat"], bool):
+        raise TypeError(f"fastai_compat must be a bool, got {options['fastai_compat']!r}")
+    if "lr_diff" in options:
+        lr_diff = options["lr_diff"]
+        if isinstance(lr_diff, bool) or not isinstance(lr_diff, (int, np.integer)) or lr_diff < 1:
+            raise ValueError(f"lr_diff must be an integer >= 1, got {lr_diff!r}")
+    if "thresh" in options:
+        _numerics.check_non_negative("thresh", options["thresh"])
+    if "adjust_value" in options:
+        _numerics.check_positive("adjust_value", options["adjust_value"])
 
 
 def _check_curves(lrs: ArrayLike, losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -228,12 +247,8 @@ def suggest(
       [0.00237137        nan]
     """
     _numerics.check_choice("method", method, SUGGESTION_METHODS)
-    rule, default_skip_start, allowed = _METHODS[method]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(
-            f"method {method!r} takes no option(s) {unknown}; its options are {list(allowed)}"
-        )
+    _check_options(method, options)
+    rule, default_skip_start = _METHODS[method]
     lrs, losses = _check_curves(lrs, losses)
     num_steps = lrs.shape[0]
     start = default_skip_start(num_steps) if skip_start is None else skip_start

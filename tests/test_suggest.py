@@ -220,6 +220,13 @@ def test_errors():
         clrjax.suggest(lrs, losses, "slide", lr_diff=0)
     with pytest.raises(ValueError, match="thresh must be >= 0"):
         clrjax.suggest(lrs, losses, "slide", thresh=-1.0)
+    with pytest.raises(ValueError, match="adjust_value must be > 0"):
+        clrjax.suggest(lrs, losses[None].repeat(2, 0), "slide", adjust_value=0.0)
+    with pytest.raises(TypeError, match="fastai_compat must be a bool"):
+        clrjax.suggest(lrs, losses, fastai_compat="yes")
+    # Options are checked even when no curve is long enough to use them.
+    with pytest.raises(ValueError, match="lr_diff must be an integer >= 1"):
+        clrjax.suggest(lrs, np.full(20, np.nan), "slide", lr_diff=-2)
 
 
 def test_suggest_spread():
