@@ -24,6 +24,7 @@ is what both references do when they detect divergence.
 
 from __future__ import annotations
 
+import bisect
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -55,13 +56,15 @@ def _minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
 
 def _valley_index(losses: np.ndarray, fastai_compat: bool) -> int:
     """Index picked by fastai's ``valley`` (``fastai_compat``) or by the fixed rule."""
-    n = losses.shape[0]
-    # run[i]: length of the longest strictly decreasing subsequence ending at i.
-    run = np.ones(n, dtype=np.int64)
-    for i in range(1, n):
-        higher = losses[:i] > losses[i]
-        if higher.any():
-            run[i] = run[:i][higher].max() + 1
+    # run[i]: length of the longest strictly decreasing subsequence ending at i,
+    # by patience sorting in O(n log n): tails[k] is the largest possible last
+    # loss of a decreasing subsequence of length k + 1 (kept negated, ascending).
+    run = np.empty(losses.shape[0], dtype=np.int64)
+    tails: list[float] = []
+    for i, value in enumerate(-losses):
+        k = bisect.bisect_left(tails, value)
+        tails[k : k + 1] = [value]
+        run[i] = k + 1
     end = int(np.argmax(run))  # first index reaching the longest run, as in fastai
     length = int(run[end])
     if fastai_compat:
@@ -189,9 +192,9 @@ def suggest(
       :math:`r` points ending at :math:`e`, starting at :math:`s = e - r + 1`,
       and the pick is :math:`s + \lfloor r/3 \rfloor + \lfloor r/6 \rfloor`.
       fastai starts one point earlier (:math:`s = e - r`), which gives ``-1`` --
-      Python's *last* point, the largest learning rate -- when the curve has no
-      decreasing run longer than 2 and its first step goes down (a curve that
-      only rises). ``fastai_compat=True`` reproduces fastai bug and all.
+      Python's *last* point, the largest learning rate -- when the first step
+      goes down and no decreasing subsequence is longer than 2 (a curve that
+      dips once, then only rises). ``fastai_compat=True`` reproduces fastai bug and all.
     * ``"steep"`` (fastai): :math:`\eta_k` with
       :math:`k = \arg\min_i (L_{i+1} - L_i) / (\log\eta_{i+1} - \log\eta_i)`.
     * ``"minimum"`` (fastai): :math:`\eta_{\arg\min L} / 10`.

@@ -89,11 +89,25 @@ def test_valley_edge_bug_by_hand():
     assert clrjax.suggest(lrs, losses, **kwargs) == 1e-3
 
 
-def test_valley_pick_stays_inside_the_valley():
+def _valley_index_quadratic(losses):
+    """The fixed valley rule written directly from its definition (O(n^2))."""
+    n = losses.shape[0]
+    run = [1] * n
+    for i in range(n):
+        for j in range(i):
+            if losses[j] > losses[i]:
+                run[i] = max(run[i], run[j] + 1)
+    end = run.index(max(run))
+    length = run[end]
+    return end - length + 1 + length // 3 + length // 6
+
+
+def test_valley_matches_its_definition_and_stays_inside():
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        losses = rng.standard_normal(rng.integers(2, 40))
+    for _ in range(100):
+        losses = rng.integers(0, 6, rng.integers(2, 40)).astype(float)  # many ties
         index = _valley_index(losses, fastai_compat=False)
+        assert index == _valley_index_quadratic(losses)
         assert 0 <= index < losses.shape[0]
 
 
