@@ -57,7 +57,7 @@ _CONVENTIONS = {
 def _anneal(start: jax.Array, end: jax.Array, pct: jax.Array, strategy: str) -> jax.Array:
     if strategy == "cos":
         return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
-    return start + (end - start) * pct
+    return start * (1.0 - pct) + end * pct  # exact at both ends, unlike start + (end - start) * pct
 
 
 def _check_common(
