@@ -92,7 +92,7 @@ def test_fastai_convention(n, pct, div, div_final):
 
 @pytest.mark.parametrize(
     ("n", "pct", "div", "final_div"),
-    [(100, 0.3, 25.0, 1e4), (37, 0.25, 10.0, 100.0), (3, 0.3, 25.0, 1e4), (10, 0.75, 4.0, 10.0)],
+    [(100, 0.3, 25.0, 1e4), (37, 0.25, 10.0, 100.0), (3, 0.3, 25.0, 1e4), (100, 0.29, 4.0, 10.0)],
 )
 def test_optax_convention_matches_optax(n, pct, div, final_div):
     steps = np.arange(-2, n + 5)
