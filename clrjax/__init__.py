@@ -5,8 +5,11 @@ whose numeric arguments may be traced; the LR range test trains many
 candidate configurations as lanes of one compiled program.
 """
 
+from clrjax._optax_glue import scheduled
+
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "scheduled",
 ]
