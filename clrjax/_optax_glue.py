@@ -98,8 +98,10 @@ def scheduled(
     dict holds, for every scheduled or numeric hyperparameter, the value used by
     the most recent update (``schedule(0)`` right after ``init``), which makes
     it the place to log the current learning rate or momentum from. Inside
-    ``optax.chain`` the state is one element of the chain's tuple;
-    ``optax.tree.get(state, "learning_rate")`` finds it at any depth.
+    ``optax.chain`` the state is one element of the chain's tuple (e.g.
+    ``state[1].hyperparams["learning_rate"]``); to find it at any depth use
+    ``optax.tree.get(state, "learning_rate", filtering=lambda _, v: isinstance(v, jax.Array))``
+    (the filter skips the schedule's own counter, stored under the same name).
 
     Notes:
       * ``optax.sgd(momentum=None)`` (the default) has no momentum buffer at all,
