@@ -260,7 +260,7 @@ def test_factory_parameter_clashing_with_an_option():
         clrjax.scheduled(factory, learning_rate=0.1)
 
 
-# --- trajectory parity with PyTorch SGD + OneCycleLR -------------------------------------
+# --- trajectory parity with PyTorch SGD / AdamW + OneCycleLR -------------------------------------
 
 
 def _golden():
@@ -284,10 +284,23 @@ def _replay(golden, run):
         max_momentum=cfg["max_momentum"],
         **shared,
     )
-    opt = optax.chain(
-        optax.add_decayed_weights(run["weight_decay"]),  # torch: coupled L2, before momentum
-        clrjax.scheduled(optax.sgd, learning_rate=lr, momentum=momentum, nesterov=run["nesterov"]),
-    )
+    if run["optimizer"] == "adamw":  # torch AdamW: decoupled decay, p *= 1 - lr * wd
+        momentum_name = "b1"
+        opt = clrjax.scheduled(
+            optax.adamw,
+            learning_rate=lr,
+            b1=momentum,
+            b2=run["b2"],
+            weight_decay=run["weight_decay"],
+        )
+    else:  # torch SGD: coupled L2 (wd * p added to the gradient before momentum)
+        momentum_name = "momentum"
+        opt = optax.chain(
+            optax.add_decayed_weights(run["weight_decay"]),
+            clrjax.scheduled(
+                optax.sgd, learning_rate=lr, momentum=momentum, nesterov=run["nesterov"]
+            ),
+        )
     dtype = jnp.result_type(float)
     x = jnp.asarray(golden["data"]["x"], dtype)
     y = jnp.asarray(golden["data"]["y"], dtype)
@@ -310,13 +323,11 @@ def _replay(golden, run):
         ws.append(params["w"])
         bs.append(params["b"])
         lrs.append(_hyperparam(state, "learning_rate"))
-        moms.append(_hyperparam(state, "momentum"))
+        moms.append(_hyperparam(state, momentum_name))
     return np.array(ws), np.array(bs), np.array(lrs), np.array(moms)
 
 
 def _check_parity(name, rtol, atol):
-    if not hasattr(clrjax, "one_cycle_schedule"):
-        pytest.skip("clrjax.one_cycle_schedule is not available yet (schedules branch)")
     golden = _golden()
     run = golden["runs"][name]
     ws, bs, lrs, moms = _replay(golden, run)
@@ -326,13 +337,16 @@ def _check_parity(name, rtol, atol):
     np.testing.assert_allclose(bs, run["b"], rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("name", ["momentum", "nesterov", "weight_decay"])
+RUNS = ["momentum", "nesterov", "weight_decay", "adamw"]
+
+
+@pytest.mark.parametrize("name", RUNS)
 def test_trajectory_matches_torch_one_cycle_float32(name):
     _check_parity(name, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.usefixtures("x64")
-@pytest.mark.parametrize("name", ["momentum", "nesterov", "weight_decay"])
+@pytest.mark.parametrize("name", RUNS)
 def test_trajectory_matches_torch_one_cycle_x64(name):
     _check_parity(name, rtol=1e-9, atol=1e-12)
 
@@ -340,5 +354,5 @@ def test_trajectory_matches_torch_one_cycle_x64(name):
 def test_golden_runs_differ():
     # Guards the parity tests against degenerate goldens: the variants must disagree.
     runs = _golden()["runs"]
-    for a, b in [("momentum", "nesterov"), ("momentum", "weight_decay")]:
+    for a, b in [("momentum", "nesterov"), ("momentum", "weight_decay"), ("momentum", "adamw")]:
         assert np.max(np.abs(np.subtract(runs[a]["w"], runs[b]["w"]))) > 1e-2
