@@ -85,7 +85,7 @@ def scheduled(
       optimizer runs with the value ``schedule(t)``, the same convention as
       ``optax.sgd(learning_rate=schedule)`` and PyTorch's
       ``optimizer.step(); scheduler.step()`` loop;
-    * a **numeric constant** (Python ``int``/``float``, NumPy or JAX array,
+    * a **numeric constant** (Python ``int``/``float``, NumPy scalar or array, JAX array
       including a tracer, e.g. under ``jax.vmap``): stored in the state, where
       it can be read or overwritten between steps;
     * **static** otherwise: booleans (``nesterov``), ``None``, strings, dtypes
@@ -194,6 +194,11 @@ def scheduled(
     for name, value in hyperparams.items():
         if _is_numeric_constant(value):
             _numerics.check_number(name, value)
+    # inject_hyperparams would treat NumPy scalars such as np.float32(0.1) as static.
+    hyperparams = {
+        name: np.asarray(value) if isinstance(value, np.number) else value
+        for name, value in hyperparams.items()
+    }
     static = (
         static_args
         | (_ALWAYS_STATIC & set(accepted))

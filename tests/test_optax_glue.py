@@ -118,6 +118,14 @@ def test_hyperparams_can_be_overwritten_between_steps():
     assert state.hyperparams["learning_rate"].dtype == jnp.float32
 
 
+def test_numpy_scalars_are_hyperparameters():
+    opt = clrjax.scheduled(optax.sgd, learning_rate=np.float32(0.25), momentum=np.float64(0.5))
+    state = opt.init(jnp.zeros(2))
+    assert set(state.hyperparams) == {"learning_rate", "momentum"}
+    updates, _ = opt.update(jnp.ones(2), state)
+    np.testing.assert_allclose(updates, [-0.25, -0.25])
+
+
 def test_static_arguments_pass_through():
     # nesterov (bool), accumulator_dtype (a callable type) and adamw's mask (a callable
     # that is not a schedule) are all static.
