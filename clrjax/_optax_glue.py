@@ -85,7 +85,7 @@ def scheduled(
       optimizer runs with the value ``schedule(t)``, the same convention as
       ``optax.sgd(learning_rate=schedule)`` and PyTorch's
       ``optimizer.step(); scheduler.step()`` loop;
-    * a **numeric constant** (Python ``int``/``float``, NumPy scalar or array, JAX array
+    * a **numeric constant** (Python ``int``/``float``, NumPy scalar or array, JAX array,
       including a tracer, e.g. under ``jax.vmap``): stored in the state, where
       it can be read or overwritten between steps;
     * **static** otherwise: booleans (``nesterov``), ``None``, strings, dtypes
