@@ -5,8 +5,13 @@ whose numeric arguments may be traced; the LR range test trains many
 candidate configurations as lanes of one compiled program.
 """
 
+from clrjax._range_test import range_test
+from clrjax._result import RangeTestResult
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "RangeTestResult",
     "__version__",
+    "range_test",
 ]
