@@ -1,7 +1,5 @@
 """Tests for clrjax.range_test (the vmapped LR range test)."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -441,8 +439,7 @@ def test_bad_input(kwargs, error, match):
         run(**kwargs)
 
 
-def test_result_suggest_after_merge():
-    # Runs against clrjax._suggest (merged from the suggest branch).
+def test_result_suggest_and_best():
     r = run(grid={"weight_decay": [1e-3, 0.0]}, end_lr=30.0)
     lrs = r.suggest()
     assert lrs.shape == (2,)
@@ -450,4 +447,5 @@ def test_result_suggest_after_merge():
     best = r.best()
     assert best.index in (0, 1)
     assert best.lr == pytest.approx(lrs[best.index])
-    assert functools.reduce(lambda a, b: a and b, [k in best.hparams for k in r.grid_names])
+    assert best.hparams == r.lane_hparams(best.index)
+    assert list(best.hparams) == list(r.grid_names)
