@@ -263,8 +263,12 @@ class Program:
 
 
 @functools.lru_cache(maxsize=64)
-def get_program(cfg: StepConfig, donate: bool) -> Program:
-    """Builds (once per configuration) the jitted init and chunk-runner functions."""
+def get_program(cfg: StepConfig) -> Program:
+    """Builds (once per configuration) the jitted init and chunk-runner functions.
+
+    ``run`` donates its ``carry`` (the lane state, created by ``init``, never
+    the caller's arrays), so chunks update the lane state in place.
+    """
     lane_step = make_lane_step(cfg)
 
     def init_one(lane, shared):
@@ -311,7 +315,7 @@ def get_program(cfg: StepConfig, donate: bool) -> Program:
     return Program(
         init=jax.jit(init),
         init_per_lane=jax.jit(init_per_lane),
-        run=jax.jit(run, donate_argnums=(0,) if donate else ()),
+        run=jax.jit(run, donate_argnums=0),
     )
 
 

@@ -257,7 +257,7 @@ def range_test(
         lanes=lanes,
         lane_batch_size=lane_batch_size,
     )
-    program = _driver.get_program(cfg, jax.default_backend() != "cpu")
+    program = _driver.get_program(cfg)
     consts = {
         "hparams": {k: jnp.asarray(v) for k, v in lane_set.optimizer_hparams().items()},
         "key": keys,

@@ -16,7 +16,7 @@ def make(cfg_kwargs=None, num_lanes=3, steps=8):
     cfg = _driver.StepConfig(
         loss_fn=loss_fn, optimizer=_lanes.pytorch_sgd, val_loss_fn=loss_fn, **(cfg_kwargs or {})
     )
-    program = _driver.get_program(cfg, False)
+    program = _driver.get_program(cfg)
     x = np.asarray(jax.random.normal(jax.random.key(0), (32, 2)))
     data = (jnp.asarray(x), jnp.asarray(x @ np.array([1.0, -1.0])))
     consts = {
@@ -37,28 +37,30 @@ def make(cfg_kwargs=None, num_lanes=3, steps=8):
         }
         return xs, {}
 
-    carry = program.init(jnp.zeros(2), None, consts, jnp.float32(lrs[0]))
-    return cfg, program, carry, consts, ctx, inputs
+    def init():
+        return program.init(jnp.zeros(2), None, consts, jnp.float32(lrs[0]))
+
+    return cfg, program, init, consts, ctx, inputs
 
 
 def test_program_cache_is_keyed_on_static_config():
     cfg, program, *_ = make()
-    assert _driver.get_program(cfg, False) is program
+    assert _driver.get_program(cfg) is program
     other = _driver.StepConfig(
         loss_fn=loss_fn, optimizer=_lanes.pytorch_sgd, val_loss_fn=loss_fn, smoothing="ema"
     )
-    assert _driver.get_program(other, False) is not program
+    assert _driver.get_program(other) is not program
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 8])
 def test_drive_chunks_pad_and_agree(chunk_size):
-    _, program, carry, consts, ctx, inputs = make()
+    _, program, init, consts, ctx, inputs = make()
     _, reference, run = _driver.drive(
-        program, carry, consts, ctx, inputs, 8, chunk_size=8, stop_early=False
+        program, init(), consts, ctx, inputs, 8, chunk_size=8, stop_early=False
     )
     assert run == 8
     _, outputs, run = _driver.drive(
-        program, carry, consts, ctx, inputs, 8, chunk_size=chunk_size, stop_early=False
+        program, init(), consts, ctx, inputs, 8, chunk_size=chunk_size, stop_early=False
     )
     assert run == 8 and outputs["loss"].shape == (8, 3)
     np.testing.assert_allclose(outputs["loss"], reference["loss"], rtol=1e-6)
@@ -71,10 +73,10 @@ def test_drive_stops_early_and_reports_progress():
         def update(self, k):
             self.n += k
 
-    _, program, carry, consts, ctx, inputs = make(steps=40)
+    _, program, init, consts, ctx, inputs = make(steps=40)
     bar = Bar()
     final, outputs, run = _driver.drive(
-        program, carry, consts, ctx, inputs, 40, chunk_size=4, stop_early=True, progress=bar
+        program, init(), consts, ctx, inputs, 40, chunk_size=4, stop_early=True, progress=bar
     )
     assert not np.any(np.asarray(final["alive"]))
     diverged = int(np.asarray(final["diverged_at"])[0])

@@ -403,6 +403,29 @@ def test_flax_linen_and_nnx():
     r2 = clrjax.range_test(nnx_loss, nnx_params, (X, Y), **FAST)
     assert np.all(np.isfinite(r2.losses[0, :10]))
 
+    class BNModel(linen.Module):
+        @linen.compact
+        def __call__(self, x, train):
+            x = linen.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+            return linen.Dense(1)(x)[:, 0]
+
+    bn = BNModel()
+    bn_vars = bn.init(jax.random.key(0), X[:2], train=False)
+
+    def bn_loss(params, state, batch):
+        x, y = batch
+        pred, updates = bn.apply(
+            {"params": params, **state}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean((pred - y) ** 2), updates
+
+    stats0 = bn_vars["batch_stats"]
+    r3 = clrjax.range_test(
+        bn_loss, bn_vars["params"], (X, Y), state={"batch_stats": stats0}, **FAST
+    )
+    assert np.all(np.isfinite(r3.losses[0, :10]))
+    np.testing.assert_array_equal(stats0["BatchNorm_0"]["mean"], np.zeros(D))
+
 
 # ------------------------------------------------------------- bad input
 
