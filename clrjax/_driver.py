@@ -272,21 +272,23 @@ def get_program(cfg: StepConfig) -> Program:
     lane_step = make_lane_step(cfg)
 
     def init_one(lane, shared):
-        params, model_state = (
-            lane.get("params", shared["params"]),
-            lane.get("model_state", shared["model_state"]),
+        return init_lane_state(
+            cfg, lane["params"], lane["model_state"], lane["consts"], shared["lr0"]
         )
-        return init_lane_state(cfg, params, model_state, lane["consts"], shared["lr0"])
 
-    init_lanes = _map_lanes(cfg, init_one)
+    def init_shared(lane, shared):
+        lane = {"params": shared["params"], "model_state": shared["model_state"], **lane}
+        return init_one(lane, shared)
+
+    init_lanes, init_lanes_shared = _map_lanes(cfg, init_one), _map_lanes(cfg, init_shared)
 
     def init(params, model_state, consts, lr0):
         shared = {"params": params, "model_state": model_state, "lr0": lr0}
-        return init_lanes({"consts": consts}, shared)
+        return init_lanes_shared({"consts": consts}, shared)
 
     def init_per_lane(params, model_state, consts, lr0):
-        shared = {"params": None, "model_state": None, "lr0": lr0}
-        return init_lanes({"consts": consts, "params": params, "model_state": model_state}, shared)
+        lane = {"consts": consts, "params": params, "model_state": model_state}
+        return init_lanes(lane, {"lr0": lr0})
 
     def step_one(lane, shared):
         return lane_step(lane["state"], lane["consts"], shared["ctx"], shared["x"], lane["x"])

@@ -269,39 +269,30 @@ def example_count(data: Any, name: str = "data") -> int:
 
 
 def batch_indices(
-    num_examples: int,
-    batch_size: int,
-    num_batches: int,
-    shuffle: bool,
-    key: jax.Array,
-    num_orders: int = 1,
+    num_examples: int, batch_size: int, num_batches: int, shuffle: bool, key: jax.Array
 ) -> np.ndarray:
     """Example indices of ``num_batches`` consecutive batches, epoch by epoch.
 
     Every epoch uses ``num_examples // batch_size`` full batches (the remainder
-    of an epoch is dropped, as ``drop_last=True``); with ``shuffle`` each epoch
-    is a fresh permutation drawn from ``key``.
+    of an epoch is dropped, as ``drop_last=True``); with ``shuffle`` epoch
+    ``e`` is the permutation drawn from ``fold_in(key, e)``.
 
     Returns:
-      int32 array ``(num_orders, num_batches, batch_size)``; order ``j`` uses
-      ``jax.random.fold_in(key, j)``.
+      int32 array ``(num_batches, batch_size)``.
+
+    Examples:
+      >>> print(batch_indices(5, 2, 3, False, None).tolist())
+      [[0, 1], [2, 3], [0, 1]]
     """
     per_epoch = num_examples // batch_size
-    num_epochs = math.ceil(num_batches / per_epoch)
-    orders = []
-    for j in range(num_orders):
-        order_key = jax.random.fold_in(key, j)
-        epochs = []
-        for e in range(num_epochs):
-            if shuffle:
-                perm = np.asarray(
-                    jax.random.permutation(jax.random.fold_in(order_key, e), num_examples)
-                )
-            else:
-                perm = np.arange(num_examples)
-            epochs.append(perm[: per_epoch * batch_size].reshape(per_epoch, batch_size))
-        orders.append(np.concatenate(epochs)[:num_batches])
-    return np.stack(orders).astype(np.int32)
+    epochs = []
+    for e in range(math.ceil(num_batches / per_epoch)):
+        if shuffle:
+            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), num_examples))
+        else:
+            perm = np.arange(num_examples)
+        epochs.append(perm[: per_epoch * batch_size].reshape(per_epoch, batch_size))
+    return np.concatenate(epochs)[:num_batches].astype(np.int32)
 
 
 def lane_keys(key: jax.Array, lanes: Lanes) -> jax.Array:

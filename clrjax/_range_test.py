@@ -189,6 +189,10 @@ def range_test(
         num.check_number("diverge_threshold", diverge_threshold)
         if not diverge_threshold > 1:
             raise ValueError(f"diverge_threshold must be > 1 or None, got {diverge_threshold!r}")
+    if compute_dtype is not None:
+        compute_dtype = jnp.dtype(compute_dtype)
+        if not jnp.issubdtype(compute_dtype, jnp.floating):
+            raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype}")
     if params is None and init_fn is None:
         raise ValueError("params must be given unless init_fn is")
     optimizer = _lanes.pytorch_sgd if optimizer is None else optimizer
@@ -226,14 +230,21 @@ def range_test(
                 f"batch_size ({batch_size}) is larger than the number of examples in data "
                 f"({num_examples})"
             )
-        num_orders = num_lanes if shuffle == "per_seed" else 1
-        idx = _lanes.batch_indices(
-            num_examples, batch_size, num_micro, bool(shuffle), data_key, num_orders
+        per_seed = shuffle == "per_seed"
+        seeds = lane_set.seeds if per_seed else [None]
+        orders = {
+            s: _lanes.batch_indices(
+                num_examples,
+                batch_size,
+                num_micro,
+                bool(shuffle),
+                data_key if s is None else jax.random.fold_in(data_key, s),
+            )
+            for s in set(seeds)
+        }
+        idx = np.stack([orders[s] for s in seeds]).reshape(
+            len(seeds), num_steps, accumulation_steps, batch_size
         )
-        if shuffle == "per_seed":  # order j belongs to seed index j: map lanes to seeds
-            seed_rank = np.unique(lane_set.seeds, return_inverse=True)[1]
-            idx = idx[seed_rank]
-        idx = idx.reshape(num_orders, num_steps, accumulation_steps, batch_size)
         ctx["data"] = jax.tree.map(jnp.asarray, data)
         stream = None
     else:
@@ -250,7 +261,7 @@ def range_test(
         has_aux=bool(has_aux),
         takes_rng=bool(rng),
         stateful=state is not None,
-        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype),
+        compute_dtype=compute_dtype,
         smoothing=smoothing,
         indexed=indexed,
         validate=validate,
@@ -290,7 +301,7 @@ def range_test(
         real = min(length, num_steps - start)
         if indexed:
             chunk_idx = _pad(idx[:, start : start + real], length, axis=1)
-            if num_orders == 1:
+            if not per_seed:
                 xs["idx"] = chunk_idx[0]
             else:
                 lane_xs["idx"] = np.swapaxes(chunk_idx, 0, 1)  # (steps, lanes, accum, batch)

@@ -274,12 +274,12 @@ def test_custom_optimizer_grid():
 
 
 def test_shuffle_and_batch_indices():
-    idx = _lanes.batch_indices(10, 3, 7, True, jax.random.key(0))[0]
+    idx = _lanes.batch_indices(10, 3, 7, True, jax.random.key(0))
     assert idx.shape == (7, 3)
     for epoch in (idx[:3], idx[3:6]):  # 3 full batches per epoch, no repeats inside
         assert len(set(epoch.ravel())) == 9
     assert not np.array_equal(idx[:3], idx[3:6])
-    plain = _lanes.batch_indices(10, 3, 4, False, jax.random.key(0))[0]
+    plain = _lanes.batch_indices(10, 3, 4, False, jax.random.key(0))
     np.testing.assert_array_equal(plain.ravel(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2])
 
 
@@ -298,6 +298,8 @@ def test_iterable_of_batches_matches_arrays():
     reference = run(shuffle=False)
     r = run(data=[*batches, (X[:5], Y[:5])])  # the short batch is skipped
     np.testing.assert_allclose(r.losses, reference.losses, rtol=1e-6, equal_nan=True)
+    generated = run(data=(b for b in batches * 8), shuffle=False)
+    np.testing.assert_allclose(generated.losses, reference.losses, rtol=1e-6, equal_nan=True)
     with pytest.raises(ValueError, match="ran out"):
         run(data=iter(batches))
 
@@ -317,6 +319,24 @@ def test_validation_losses():
     np.testing.assert_allclose(r.val_losses[0, :3], r.losses[0, [3, 6, 9]], rtol=1e-5)
     batched = run(val_data=[(X[:32], Y[:32]), (X[32:], Y[32:])], val_every=3, **full)
     np.testing.assert_allclose(batched.val_losses, r.val_losses, rtol=1e-5)
+    halves = run(val_data=(X, Y), val_every=3, val_batch_size=N // 2, **full)
+    np.testing.assert_allclose(halves.val_losses, r.val_losses, rtol=1e-5)
+
+
+def test_validation_is_nan_after_divergence():
+    r = run(val_data=(X, Y), val_every=2, end_lr=1e3, stop_early=False)
+    d = r.diverged_at[0]
+    assert 0 < d < 28
+    after = r.val_steps >= d
+    assert np.all(np.isnan(r.val_losses[0, after]))
+    assert np.all(np.isfinite(r.val_losses[0, ~after]))
+
+
+def test_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    r = run(progress=True, chunk_size=10)
+    assert r.strategy == "vmap/chunks"
+    assert "range test" in capsys.readouterr().err
 
 
 def test_model_state_is_threaded():
@@ -454,6 +474,9 @@ def test_flax_linen_and_nnx():
         (dict(shuffle="per_lane"), ValueError, "shuffle"),
         (dict(accumulation_steps=0), ValueError, "accumulation_steps"),
         (dict(params=None), ValueError, "init_fn"),
+        (dict(compute_dtype=jnp.int8), ValueError, "compute_dtype"),
+        (dict(shuffle="per_seed"), ValueError, "seeds"),
+        (dict(val_data=(X, Y), val_batch_size=N + 1), ValueError, "val_batch_size"),
         (dict(optimizer=optax.adam, grid={"momentum": [0.9]}), ValueError, "momentum"),
     ],
 )
