@@ -166,8 +166,11 @@ def range_test(
       ...                     grid={"weight_decay": [0.0, 1e-2]})
       >>> print(result.losses.shape, result.strategy)
       (2, 50) vmap/chunks
-      >>> print(bool(result.losses[0, 30] < result.losses[0, 0]), result.diverged_at > 0)
-      True [ True  True]
+      >>> print(result.lane_label(1), bool(result.diverged_at[1] > 0))
+      weight_decay=0.01 True
+      >>> lrs = result.suggest()  # one suggested LR per lane (fastai's "valley")
+      >>> print(lrs.shape, bool(1e-4 < lrs[0] < 10.0))
+      (2,) True
     """
     # ---------------------------------------------------------------- stage 1
     if not callable(loss_fn):
