@@ -213,9 +213,16 @@ def init_lane_state(cfg: StepConfig, params, model_state, consts, lr0):
     """Initial state of one lane (params and model state are copied, never aliased)."""
     params = jax.tree.map(jnp.array, params)
     tx = cfg.optimizer(learning_rate=lr0, **consts["hparams"])
+    opt_state = tx.init(params)
+    if isinstance(opt_state, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)):
+        # Its update reads the hyperparameters from the state, so the LR ramp would be ignored.
+        raise ValueError(
+            "optimizer: pass the plain factory (e.g. optax.adam), not an "
+            "optax.inject_hyperparams wrapper; range_test injects the hyperparameters itself"
+        )
     return {
         "params": params,
-        "opt_state": tx.init(params),
+        "opt_state": opt_state,
         "model_state": jax.tree.map(jnp.array, model_state),
         "ema": jnp.zeros((), jnp.float32),
         "best": jnp.full((), jnp.inf, jnp.float32),

@@ -446,6 +446,25 @@ def test_flax_linen_and_nnx():
     assert np.all(np.isfinite(r3.losses[0, :10]))
     np.testing.assert_array_equal(stats0["BatchNorm_0"]["mean"], np.zeros(D))
 
+    class NNXModel(nnx.Module):
+        def __init__(self, rngs):
+            self.bn = nnx.BatchNorm(D, momentum=0.5, rngs=rngs)
+            self.linear = nnx.Linear(D, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear(self.bn(x))[:, 0]
+
+    graphdef, nnx_params, nnx_stats = nnx.split(NNXModel(nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
+
+    def nnx_bn_loss(params, stats, batch):
+        module = nnx.merge(graphdef, params, stats, copy=True)  # fresh Variables per trace
+        loss = jnp.mean((module(batch[0]) - batch[1]) ** 2)
+        return loss, nnx.state(module, nnx.BatchStat)
+
+    r4 = clrjax.range_test(nnx_bn_loss, nnx_params, (X, Y), state=nnx_stats, **FAST)
+    assert np.all(np.isfinite(r4.losses[0, :10]))
+    np.testing.assert_array_equal(nnx_stats["bn"]["mean"][...], np.zeros(D))
+
 
 # ------------------------------------------------------------- bad input
 
@@ -478,6 +497,7 @@ def test_flax_linen_and_nnx():
         (dict(shuffle="per_seed"), ValueError, "seeds"),
         (dict(val_data=(X, Y), val_batch_size=N + 1), ValueError, "val_batch_size"),
         (dict(optimizer=optax.adam, grid={"momentum": [0.9]}), ValueError, "momentum"),
+        (dict(optimizer=optax.inject_hyperparams(optax.sgd)), ValueError, "inject_hyperparams"),
     ],
 )
 def test_bad_input(kwargs, error, match):
