@@ -1,5 +1,8 @@
 """Tests for clrjax.range_test (the vmapped LR range test)."""
 
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +147,36 @@ def test_default_optimizer_is_torch_sgd():
         g = 2 * X.T @ residual / N + wd * w
         buf = mu * buf + g
         w = w - r.lrs[t] * buf
+
+
+GOLDENS = json.loads(
+    (pathlib.Path(__file__).parent / "data" / "range_test_goldens.json").read_text()
+)
+
+
+@pytest.mark.parametrize("case", GOLDENS["cases"], ids=lambda c: c["name"])
+def test_matches_torch_lr_finder(case):
+    # scripts/gen_range_test_goldens.py: torch-lr-finder + torch.optim.SGD, ordered batches.
+    r = clrjax.range_test(
+        mse,
+        jnp.asarray(GOLDENS["w0"]),
+        (np.asarray(GOLDENS["x"], np.float32), np.asarray(GOLDENS["y"], np.float32)),
+        batch_size=GOLDENS["batch_size"],
+        num_steps=case["num_iter"],
+        start_lr=case["start_lr"],
+        end_lr=case["end_lr"],
+        ramp=case["step_mode"],
+        grid={"momentum": [case["momentum"]], "weight_decay": [case["weight_decay"]]},
+        shuffle=False,
+        smoothing="ema",
+        beta=1 - case["smooth_f"],
+        diverge_threshold=case["diverge_th"],
+    )
+    k = len(case["lrs"])
+    assert k < case["num_iter"]  # torch-lr-finder stopped at the diverging step ...
+    assert r.diverged_at[0] == k - 1  # ... which is where the lane diverged
+    np.testing.assert_allclose(r.lrs[:k], case["lrs"], rtol=1e-12)
+    np.testing.assert_allclose(r.smoothed[0, :k], case["smoothed"], rtol=2e-4)
 
 
 # --------------------------------------------------------------- divergence
