@@ -309,7 +309,8 @@ def as_key(key: Any) -> jax.Array:
         return jax.random.key(0)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a jax.random.key, an int seed or None, got {key!r}")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(f"key must be a single PRNG key, got shape {key.shape}")

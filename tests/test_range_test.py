@@ -402,6 +402,15 @@ def test_rng_and_seeds():
     assert not np.allclose(seeded.losses[0], seeded.losses[1])
 
 
+def test_key_forms_agree():
+    typed = run(key=jax.random.key(7), num_steps=5)
+    for key in (7, jax.random.PRNGKey(7)):
+        np.testing.assert_array_equal(run(key=key, num_steps=5).losses, typed.losses)
+    assert not np.array_equal(run(key=8, num_steps=5).losses, typed.losses)
+    with pytest.raises(TypeError, match="key"):
+        run(key="seven")
+
+
 def test_init_fn_and_per_seed_shuffle():
     def init_fn(key):
         return jax.random.normal(key, (D,))
