@@ -179,8 +179,8 @@ def make_lane_step(cfg: StepConfig) -> Callable[..., Any]:
         was_alive = state["alive"]
         alive = was_alive & ~bad
 
-        def keep(new, old):
-            return jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, old)
+        def keep(new, old):  # freeze diverged lanes; keep dtypes stable (e.g. f64 LR, f32 state)
+            return jax.tree.map(lambda n, o: jnp.where(alive, n, o).astype(o.dtype), new, old)
 
         new_state = {
             "params": keep(new_params, params),

@@ -297,6 +297,15 @@ def test_strategies_agree(lanes, driver, strategy):
     np.testing.assert_array_equal(r.diverged_at, reference.diverged_at)
 
 
+@pytest.mark.usefixtures("x64")
+def test_x64_learning_rates_keep_state_dtypes():
+    # float64 LRs/hyperparameters with float32 params: optimizer state stays float32.
+    r = run(grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+    assert np.all(np.isfinite(r.losses[:, 0]))
+    w64 = run(params=jnp.zeros(D, jnp.float64), optimizer=optax.adam, grid={"b1": [0.9]})
+    assert np.all(np.isfinite(w64.losses[:, 0]))
+
+
 def test_custom_optimizer_grid():
     r = run(optimizer=optax.adam, grid={"b1": [0.9, 0.5]}, end_lr=1.0)
     assert r.losses.shape == (2, 30)
