@@ -230,6 +230,35 @@ def check_count(name: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class LanePlacement:
+    """Shards the lane axis over devices (``lanes``) or replicates (``replicated``)."""
+
+    lane_sharding: jax.sharding.Sharding
+    replicated_sharding: jax.sharding.Sharding
+
+    def lanes(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.lane_sharding)
+
+    def replicated(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated_sharding)
+
+
+def lane_placement(num_lanes: int, devices: Sequence[Any] | None = None) -> LanePlacement:
+    """A 1-D device mesh ``("lanes",)`` over ``devices`` (default: all)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if num_lanes % len(devices):
+        raise ValueError(
+            f"shard_lanes: the number of lanes ({num_lanes}) must be a multiple of the "
+            f"number of devices ({len(devices)})"
+        )
+    mesh = jax.sharding.Mesh(np.array(devices), ("lanes",))
+    return LanePlacement(
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes")),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
+
+
 # ----------------------------------------------------------------------------- data
 
 

@@ -58,6 +58,7 @@ def range_test(
     val_loss_fn: Callable[..., Any] | None = None,
     lanes: str = "auto",
     lane_batch_size: int | None = None,
+    shard_lanes: bool = False,
     driver: str = "auto",
     chunk_size: int | None = None,
     progress: bool | None = None,
@@ -140,6 +141,9 @@ def range_test(
       lanes: lane strategy: ``"vmap"``, ``"map"`` (``lax.map`` over lanes,
         ``lane_batch_size`` at a time) or ``"auto"`` (``"vmap"``).
       lane_batch_size: lanes per ``lax.map`` iteration with ``lanes="map"``.
+      shard_lanes: split the lanes over all of ``jax.devices()`` (the number
+        of lanes must be a multiple of the device count); data and validation
+        batches are replicated.
       driver: ``"scan"`` (all steps in one ``lax.scan``), ``"chunks"``
         (``chunk_size`` steps per ``lax.scan``; progress bar and early stop
         between chunks), ``"python"`` (one step per call) or ``"auto"``
@@ -259,6 +263,9 @@ def range_test(
         "key": keys,
     }
     lr0 = jnp.asarray(lrs[0], num.float_dtype())
+    place = _lanes.lane_placement(lane_set.num_lanes) if shard_lanes else None
+    if place is not None:
+        consts, ctx = place.lanes(consts), place.replicated(ctx)
     if init_fn is not None:
         lane_params = jax.vmap(init_fn)(keys)
         lane_state = jax.tree.map(
@@ -267,6 +274,8 @@ def range_test(
         carry = program.init_per_lane(lane_params, lane_state, consts, lr0)
     else:
         carry = program.init(params, state, consts, lr0)
+    if place is not None:
+        carry = place.lanes(carry)
 
     bar = None
     if progress:
