@@ -7,7 +7,12 @@ into plain NumPy arrays that the driver (stage 2) consumes as traced data:
 * :func:`expand_grid` expands ``grid`` (and ``seeds``) into per-lane arrays in
   row-major (``itertools.product``) order of the dict;
 * :func:`lr_ramp` computes the learning rate of every step (shared by all lanes);
-* :func:`batch_indices` draws the example indices of every micro-batch;
+* :func:`plan_batches` / :func:`batch_indices` decide where every
+  micro-batch comes from (indices into on-device arrays, or a
+  :class:`BatchStream` of ready batches), :class:`StepInputs` feeds them to the
+  driver chunk by chunk;
+* :func:`lane_placement` places the lanes (one device, or the lane axis
+  sharded over devices);
 * :func:`pytorch_sgd` is the default optimizer factory.
 
 Nothing here is jitted; everything runs once per call on the host.
