@@ -14,6 +14,8 @@ from clrjax._cyclic import (
 )
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
+from clrjax._range_test import range_test
+from clrjax._result import RangeTestResult
 from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SUGGESTION_METHODS",
+    "RangeTestResult",
     "__version__",
     "cosine_warm_restarts_schedule",
     "cyclic_momentum_schedule",
@@ -28,6 +31,7 @@ __all__ = [
     "exp_range_schedule",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
+    "range_test",
     "scheduled",
     "suggest",
     "suggest_spread",
