@@ -112,6 +112,43 @@ class RangeTestResult:
         losses = self.smoothed if smoothed else self.losses
         return np.asarray(suggest(self.lrs, losses, method=method, **kwargs), dtype=float)
 
+    def suggest_spread(
+        self, method: str = "valley", *, smoothed: bool = True, **kwargs: Any
+    ) -> list[tuple[dict[str, float | int], Any]]:
+        """Spread of the suggestions over seeds, for each configuration of the grid.
+
+        Lanes that differ only in their ``"seed"`` are grouped, and each group
+        is summarised by :func:`clrjax.suggest_spread` (median, low and high
+        suggestion in log space, and how many seeds gave one). Without seeds
+        every lane is its own group.
+
+        Args:
+          method: a name in ``clrjax.SUGGESTION_METHODS``.
+          smoothed: analyse the smoothed losses rather than the raw ones.
+          **kwargs: forwarded to :func:`clrjax.suggest`.
+
+        Returns:
+          A list, in grid order, of ``(hparams without "seed",
+          SuggestionSpread(median, low, high, count))``.
+        """
+        from clrjax._suggest import suggest_spread
+
+        losses = self.smoothed if smoothed else self.losses
+        if "seed" not in self.hparams:
+            groups = {(i,): [i] for i in range(self.num_lanes)}
+        else:
+            groups = {}
+            for i in range(self.num_lanes):
+                config = tuple((k, v) for k, v in self.lane_hparams(i).items() if k != "seed")
+                groups.setdefault(config, []).append(i)
+        return [
+            (
+                {k: v for k, v in self.lane_hparams(lanes[0]).items() if k != "seed"},
+                suggest_spread(self.lrs, losses[lanes], method, **kwargs),
+            )
+            for lanes in groups.values()
+        ]
+
     def best(self, method: str = "valley", **kwargs: Any) -> BestLane:
         """The lane reaching the lowest smoothed loss, with its suggested LR.
 

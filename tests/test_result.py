@@ -102,3 +102,26 @@ def test_suggest_and_best_delegate_to_suggest():
     assert best.index == int(np.argmin(minima))
     assert best.hparams == r.lane_hparams(best.index)
     assert best.lr == r.suggest("minimum")[best.index]
+
+
+def test_suggest_spread_groups_seeds_per_configuration():
+    r = make_result()
+    spreads = r.suggest_spread("minimum", skip_start=0, skip_end=0)
+    assert [config for config, _ in spreads] == [{"weight_decay": 1e-3}, {"weight_decay": 0.0}]
+    per_lane = r.suggest("minimum", skip_start=0, skip_end=0)
+    for (_, spread), lanes in zip(spreads, ([0, 1], [2, 3]), strict=True):
+        expected = clrjax.suggest_spread(
+            r.lrs, r.smoothed[lanes], "minimum", skip_start=0, skip_end=0
+        )
+        assert spread == expected
+        assert spread.count == 2
+        assert spread.low == per_lane[lanes].min() and spread.high == per_lane[lanes].max()
+
+
+def test_suggest_spread_without_seeds_is_one_group_per_lane():
+    r = make_result(with_grid=False)
+    spreads = r.suggest_spread("minimum", skip_start=0, skip_end=0)
+    per_lane = r.suggest("minimum", skip_start=0, skip_end=0)
+    assert [config for config, _ in spreads] == [{}] * r.num_lanes
+    assert [spread.median for _, spread in spreads] == pytest.approx(list(per_lane))
+    assert all(spread.count == 1 for _, spread in spreads)
