@@ -44,6 +44,9 @@ def _cycle_fraction(
     num.check_choice("mode", mode, _MODES)
     num.check_choice("scale_mode", scale_mode, _SCALE_MODES)
     num.check_positive("gamma", gamma)
+    if scale_fn is None and mode == "exp_range":
+        # gamma > 1 grows the amplitude without bound (inf, then NaN, at large steps).
+        num.check_at_most("gamma", gamma, 1.0)
     if scale_fn is not None and not callable(scale_fn):
         raise ValueError(f"scale_fn must be callable or None, got {scale_fn!r}")
 
@@ -112,7 +115,9 @@ def cyclic_schedule(
         ``step_size_up``.
       mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``; ignored
         when ``scale_fn`` is given (it is still validated).
-      gamma: base of the ``"exp_range"`` scale :math:`\gamma^t` (> 0).
+      gamma: base of the ``"exp_range"`` scale :math:`\gamma^t`; in (0, 1] for
+        ``"exp_range"`` (a concrete ``gamma > 1``, whose amplitude grows without
+        bound, is refused; PyTorch accepts it), > 0 otherwise.
       scale_fn: custom scale policy, a jnp-traceable callable with
         ``0 <= scale_fn(x) <= 1``; overrides ``mode``.
       scale_mode: ``"cycle"`` (``scale_fn`` gets the 1-based cycle number)

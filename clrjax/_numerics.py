@@ -117,6 +117,14 @@ def check_non_negative(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
+def check_at_most(name: str, value: Any, high: float) -> None:
+    """Raises ``ValueError`` if a concrete ``value`` is above ``high``."""
+    check_number(name, value)
+    arr = _concrete_values(value)
+    if arr is not None and not np.all(arr <= high):
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+
+
 def check_open_interval(name: str, value: Any, low: float, high: float) -> None:
     """Raises ``ValueError`` if a concrete ``value`` is outside ``(low, high)``."""
     check_number(name, value)

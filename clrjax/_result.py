@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -52,17 +54,36 @@ class RangeTestResult:
       >>> r
       RangeTestResult(2 lanes x 3 steps, lr 0.01..1, grid=('weight_decay',), diverged=1/2,
       strategy='vmap/scan')
+      >>> print(r.suggest("minimum", skip_start=0, skip_end=0))  # one LR per lane
+      [0.01 0.1 ]
+      >>> print(r.best("minimum", skip_start=0, skip_end=0))
+      BestLane(index=0, hparams={'weight_decay': 0.0}, lr=0.01)
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "result.npz")
+      >>> r.save(path)
+      >>> print(RangeTestResult.load(path).lane_label(0))
+      weight_decay=0
     """
 
     lrs: np.ndarray
     losses: np.ndarray
     smoothed: np.ndarray
     diverged_at: np.ndarray
-    hparams: dict[str, np.ndarray]
+    hparams: Mapping[str, np.ndarray]
     grid_names: tuple[str, ...]
     val_steps: np.ndarray | None = None
     val_losses: np.ndarray | None = None
     strategy: str = "vmap/scan"
+
+    def __post_init__(self) -> None:
+        # Frozen means frozen: read-only copies, so no caller can edit a curve in place.
+        for name in ("lrs", "losses", "smoothed", "diverged_at", "val_steps", "val_losses"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _read_only(value))
+        hparams = {k: _read_only(v) for k, v in self.hparams.items()}
+        object.__setattr__(self, "hparams", types.MappingProxyType(hparams))
+        object.__setattr__(self, "grid_names", tuple(self.grid_names))
 
     def __repr__(self) -> str:
         diverged = int(np.sum(self.diverged_at >= 0))
@@ -205,6 +226,12 @@ class RangeTestResult:
                 val_losses=z["val_losses"] if "val_losses" in z else None,
                 strategy=str(z["strategy"]),
             )
+
+
+def _read_only(value: Any) -> np.ndarray:
+    array = np.array(value)
+    array.flags.writeable = False
+    return array
 
 
 def _nanmin(row: np.ndarray) -> float:

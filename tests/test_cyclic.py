@@ -127,6 +127,7 @@ def test_inverted_cycle_allowed():
         (dict(step_size_down=0.0), "step_size_down"),
         (dict(gamma=0.0), "gamma"),
         (dict(gamma=float("nan")), "gamma must be finite"),
+        (dict(mode="exp_range", gamma=1.01), "gamma must be <= 1.0, got 1.01"),
         (dict(scale_fn="cycle"), "scale_fn must be callable"),
         (dict(max_lr=float("inf")), "max_lr must be finite"),
     ],
@@ -232,3 +233,9 @@ def test_jit_with_optax_count():
     sched = clrjax.triangular_schedule(0.1, 1.0, 4)
     count = jnp.asarray(6, dtype=jnp.int32)  # optax keeps an int32 step count
     np.testing.assert_allclose(jax.jit(sched)(count), 0.55, rtol=1e-6)
+
+
+def test_exp_range_finite_at_huge_steps():
+    sched = clrjax.exp_range_schedule(0.1, 1.0, 4, gamma=1.0)
+    assert float(sched(2**40)) == pytest.approx(0.1)
+    assert np.isfinite(float(clrjax.exp_range_schedule(0.1, 1.0, 4, gamma=0.999)(2**40 + 2)))

@@ -49,6 +49,7 @@ def test_is_concrete():
         (num.check_positive, -1),
         (num.check_positive, np.array([1.0, 0.0])),
         (num.check_non_negative, -1e-9),
+        (lambda name, v: num.check_at_most(name, v, 1.0), 1.5),
         (num.check_number, float("nan")),
         (num.check_number, float("inf")),
     ],

@@ -1,6 +1,7 @@
 """Tests for clrjax.RangeTestResult (stage 3 of the range test)."""
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_save_load_round_trip(tmp_path, with_val, with_grid):
         if isinstance(a, np.ndarray):
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b)
-        elif isinstance(a, dict):
+        elif isinstance(a, Mapping):
             assert list(a) == list(b)
             for k in a:
                 assert a[k].dtype == b[k].dtype
@@ -125,3 +126,23 @@ def test_suggest_spread_without_seeds_is_one_group_per_lane():
     assert [config for config, _ in spreads] == [{}] * r.num_lanes
     assert [spread.median for _, spread in spreads] == pytest.approx(list(per_lane))
     assert all(spread.count == 1 for _, spread in spreads)
+
+
+def test_result_is_read_only_and_independent_of_inputs():
+    losses = np.ones((1, 3))
+    r = clrjax.RangeTestResult(
+        lrs=np.array([0.1, 1.0, 10.0]),
+        losses=losses,
+        smoothed=losses,
+        diverged_at=np.array([-1]),
+        hparams={"weight_decay": np.array([0.0])},
+        grid_names=("weight_decay",),
+    )
+    losses[0, 0] = 5.0  # the caller's array stays theirs
+    assert r.losses[0, 0] == 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        r.losses[0, 0] = 2.0
+    with pytest.raises(TypeError):
+        r.hparams["momentum"] = np.array([0.9])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.lrs = np.zeros(3)
