@@ -5,8 +5,13 @@ whose numeric arguments may be traced; the LR range test trains many
 candidate configurations as lanes of one compiled program.
 """
 
+from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "SUGGESTION_METHODS",
     "__version__",
+    "suggest",
+    "suggest_spread",
 ]
