@@ -214,31 +214,33 @@ def _schedule_figures(num_steps: int) -> dict[str, tuple[str, Callable, Callable
     """name -> (title, LR schedule, momentum schedule or None) of the pictures."""
     import clrjax
 
-    half = num_steps // 8
+    half = max(num_steps // 8, 1)  # four cycles
+    gamma = 0.5 ** (1 / (2 * half))  # exp_range: the amplitude halves every cycle
+    t_0 = max(-(-num_steps // 7), 1)  # SGDR cycles of t_0, 2 t_0, 4 t_0 steps
     return {
         "triangular": (
-            "triangular: base_lr=1e-3, max_lr=1e-2",
+            f"triangular: base_lr=1e-3, max_lr=1e-2, step_size_up={half}",
             clrjax.triangular_schedule(1e-3, 1e-2, step_size_up=half),
             None,
         ),
         "triangular2": (
-            "triangular2: the amplitude halves every cycle",
+            f"triangular2: step_size_up={half}, amplitude halves every cycle",
             clrjax.triangular2_schedule(1e-3, 1e-2, step_size_up=half),
             None,
         ),
         "exp_range": (
-            "exp_range: amplitude x gamma**step (halves every cycle)",
-            clrjax.exp_range_schedule(1e-3, 1e-2, step_size_up=half, gamma=0.5 ** (1 / half / 2)),
+            f"exp_range: step_size_up={half}, gamma={gamma:.5f}",
+            clrjax.exp_range_schedule(1e-3, 1e-2, step_size_up=half, gamma=gamma),
             None,
         ),
         "one_cycle": (
-            "one-cycle: LR and (inverse) momentum",
+            f"one-cycle: max_lr=1e-2, total_steps={num_steps}, momentum 0.95 -> 0.85 -> 0.95",
             clrjax.one_cycle_schedule(num_steps, 1e-2),
             clrjax.one_cycle_momentum_schedule(num_steps),
         ),
         "sgdr": (
-            "SGDR: cosine warm restarts, t_0=N/7, t_mult=2",
-            clrjax.cosine_warm_restarts_schedule(1e-2, num_steps // 7, t_mult=2),
+            f"SGDR (cosine warm restarts): base_lr=1e-2, t_0={t_0}, t_mult=2",
+            clrjax.cosine_warm_restarts_schedule(1e-2, t_0, t_mult=2),
             None,
         ),
     }
