@@ -247,11 +247,13 @@ def plot_range_test(
       >>> import numpy as np
       >>> from clrjax import RangeTestResult
       >>> from clrjax.plotting import plot_range_test
-      >>> lrs = np.geomspace(1e-4, 1.0, 50)
-      >>> losses = np.stack([2.3 - np.log10(lrs / 1e-4) / 2, 2.3 - np.log10(lrs / 1e-4) / 3])
-      >>> result = RangeTestResult.from_losses(
-      ...     lrs, losses, hparams={"weight_decay": np.array([1e-4, 0.0])})
-      >>> ax = plot_range_test(result, suggest=None)
+      >>> lrs = np.geomspace(1e-4, 1.0, 40)
+      >>> curve = 2.3 - 0.5 * np.log10(lrs / 1e-4)
+      >>> losses = np.stack([curve, curve - 0.1])
+      >>> result = RangeTestResult(
+      ...     lrs=lrs, losses=losses, smoothed=losses, diverged_at=np.array([-1, -1]),
+      ...     hparams={"weight_decay": np.array([1e-4, 0.0])}, grid_names=("weight_decay",))
+      >>> ax = plot_range_test(result, suggest=["valley", "steepest"])
       >>> print([line.get_label() for line in ax.lines if line.get_gid() == "clrjax-smoothed"])
       ['weight_decay=1e-4', 'weight_decay=0']
     """
@@ -436,11 +438,13 @@ def plot_range_test_grid(
       >>> import numpy as np
       >>> from clrjax import RangeTestResult
       >>> from clrjax.plotting import plot_range_test_grid
-      >>> lrs = np.geomspace(1e-4, 1.0, 50)
-      >>> losses = np.tile(2.3 - np.log10(lrs / 1e-4) / 2, (4, 1))
-      >>> result = RangeTestResult.from_losses(lrs, losses, hparams={
-      ...     "weight_decay": np.array([1e-4, 1e-4, 0.0, 0.0]),
-      ...     "momentum": np.array([0.9, 0.95, 0.9, 0.95])})
+      >>> lrs = np.geomspace(1e-4, 1.0, 40)
+      >>> losses = np.tile(2.3 - 0.5 * np.log10(lrs / 1e-4), (4, 1))
+      >>> result = RangeTestResult(
+      ...     lrs=lrs, losses=losses, smoothed=losses, diverged_at=np.full(4, -1),
+      ...     hparams={"weight_decay": np.array([1e-4, 1e-4, 0.0, 0.0]),
+      ...              "momentum": np.array([0.9, 0.95, 0.9, 0.95])},
+      ...     grid_names=("weight_decay", "momentum"))
       >>> fig = plot_range_test_grid(result, suggest=None)
       >>> print(len(fig.axes), fig.axes[1].get_title())
       4 weight_decay=1e-4, momentum=0.95
