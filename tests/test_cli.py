@@ -27,18 +27,26 @@ def _table_rows(out):
     return lines[start - 2], lines[start:end]
 
 
-def test_help_lists_commands_and_options(capsys):
+def _subparsers():
+    (action,) = [a for a in _cli.build_parser()._actions if a.dest == "command"]
+    return action.choices
+
+
+def test_help_lists_commands_and_explains_every_option(capsys):
     assert _cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "train-demo", "schedules"):
+    assert set(_subparsers()) == {"demo", "train-demo", "schedules"}
+    for command, parser in _subparsers().items():
         assert command in out
-    assert _cli.main(["demo", "--help"]) == 0
-    out = capsys.readouterr().out
-    for option in (
-        "--dataset", "--steps", "--batch-size", "--start-lr", "--end-lr", "--weight-decays",
-        "--momenta", "--seeds", "--method", "--out", "--no-progress", "--no-plot", "--hidden",
-    ):  # fmt: skip
-        assert option in out
+        assert _cli.main([command, "--help"]) == 0
+        help_text = capsys.readouterr().out
+        for action in parser._actions:
+            assert action.help, action.option_strings
+            for option in action.option_strings:
+                assert option in help_text
+    demo_options = {o for a in _subparsers()["demo"]._actions for o in a.option_strings}
+    required = "--dataset --steps --start-lr --end-lr --weight-decays --momenta --seeds --method"
+    assert {*required.split(), "--out", "--no-progress", "--no-plot"} <= demo_options
 
 
 def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys):
@@ -84,7 +92,8 @@ def test_demo_no_plot_writes_nothing(tmp_path, capsys):
         (["demo", "--steps", "ten"], "argument --steps"),
         (["demo", "--start-lr", "-1"], "argument --start-lr: expected a positive number"),
         (["demo", "--weight-decays", "-1e-4"], "argument --weight-decays"),
-        (["demo", "--momenta", "1.5"], "argument --momenta: expected a momentum in [0, 1)"),
+        (["demo", "--momenta", "1.5"], "argument --momenta: expected a number in [0, 1)"),
+        (["demo", "--beta", "1"], "argument --beta: expected a number in [0, 1)"),
         (["demo", "--method", "guess"], "argument --method: invalid choice: 'guess'"),
         (["demo", "--dataset", "cifar10"], "argument --dataset: invalid choice"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
