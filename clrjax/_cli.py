@@ -177,8 +177,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_plot:
         title = f"LR range test: {args.dataset}, MLP, {args.steps} steps"
         if len(args.weight_decays) > 1 and len(args.momenta) > 1:
-            fig = plotting.plot_range_test_grid(result, suggest=methods)
-            fig.suptitle(title)
+            fig = plotting.plot_range_test_grid(result, suggest=methods, title=title)
         else:
             ax = plotting.plot_range_test(result, suggest=methods, title=title)
             fig = ax.figure

@@ -47,6 +47,8 @@ _CMAP_RANGE = (0.0, 0.85)
 # The automatic y-limit stops at the first smoothed loss plus this fraction of
 # the drop from it to the lowest smoothed loss.
 _YLIM_HEADROOM = 0.5
+# Fraction of the data range added above schedule curves per legend row.
+_LEGEND_BAND = 0.3
 
 
 def _pyplot():
@@ -114,14 +116,16 @@ def _group_colours(
 ) -> tuple[list[tuple], dict[tuple, Any]]:
     """Lanes' group keys (their ``label_by`` values) and one colour per group.
 
-    One numeric axis gets a sequential colormap ordered by value; anything
-    else gets a qualitative cycle in order of appearance.
+    One numeric axis (other than ``seed``) gets a sequential colormap ordered
+    by value; anything else gets a qualitative cycle in order of appearance.
     """
     plt = _pyplot()
     keys = [tuple(np.asarray(result.hparams[n])[i].item() for n in label_by) for i in idx]
     groups = list(dict.fromkeys(keys))
-    numeric = len(label_by) == 1 and all(
-        isinstance(g[0], (int, float)) and not isinstance(g[0], bool) for g in groups
+    numeric = (
+        label_by != ("seed",)
+        and len(label_by) == 1
+        and all(isinstance(g[0], (int, float)) and not isinstance(g[0], bool) for g in groups)
     )
     if len(groups) > 1 and (numeric or cmap is not None):
         colormap = plt.get_cmap(cmap or "viridis")
@@ -236,7 +240,8 @@ def plot_range_test(
       ylim: ``"auto"`` (the rule above), ``None`` (matplotlib's autoscaling) or
         ``(bottom, top)``.
       cmap: colormap (name or object) for the lanes; by default ``viridis``
-        for one numeric hyperparameter and the ``tab10`` cycle otherwise.
+        for one numeric hyperparameter (seeds excepted) and the ``tab10``
+        cycle otherwise.
       legend: draw a legend.
       title: the Axes title.
 
@@ -411,6 +416,7 @@ def plot_range_test_grid(
     *,
     figsize: tuple[float, float] | None = None,
     sharey: bool = True,
+    title: str | None = None,
     **kwargs: Any,
 ) -> Figure:
     """Small multiples of a range test: one panel per (``row``, ``col``) value pair.
@@ -428,6 +434,7 @@ def plot_range_test_grid(
       col: the hyperparameter varying across the columns, or None.
       figsize: figure size in inches; by default 3.4 x 2.6 per panel.
       sharey: share the y-axis between panels.
+      title: the figure's title (``suptitle``).
       **kwargs: passed on to :func:`plot_range_test` (not ``ax``, ``lanes``).
         The legend is drawn in the first panel only.
 
@@ -499,6 +506,8 @@ def plot_range_test_grid(
             ax.set_title(", ".join(parts), fontsize="medium")
     for ax in axes.flat:
         ax.label_outer()
+    if title is not None:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -572,12 +581,37 @@ def plot_schedule(
             label=f"{label} momentum" if label is not None else "momentum",
         )
         momentum_ax.set_ylabel("momentum")
-        handles = [
-            h for a in (ax, momentum_ax) for h in a.get_lines() if not h.get_label().startswith("_")
-        ]
-    if label is not None or momentum is not None:
+        lr_lines, momentum_lines = (
+            [h for h in a.get_lines() if not h.get_label().startswith("_")]
+            for a in (ax, momentum_ax)
+        )
+        if len(lr_lines) == len(momentum_lines):  # one column per schedule: LR over momentum
+            handles = [h for pair in zip(lr_lines, momentum_lines, strict=True) for h in pair]
+            ncols = min(len(lr_lines), 4)
+        else:
+            handles, ncols = lr_lines + momentum_lines, 2
+        # The legend goes in a band left empty above both axes' curves ("best"
+        # only avoids the lines of one Axes).
+        for a in (ax, momentum_ax):
+            _leave_headroom(a, rows=-(-len(handles) // ncols))
+        ax.legend(handles=handles, fontsize="small", loc="upper center", ncols=ncols)
+    elif label is not None:
         ax.legend(handles=handles, fontsize="small", loc="best")
     return ax
+
+
+def _leave_headroom(ax: Axes, rows: int) -> None:
+    """Sets the y-limits to the data plus a band for ``rows`` legend rows on top."""
+    lo, hi = ax.dataLim.intervaly
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return
+    band = _LEGEND_BAND * rows
+    if ax.get_yscale() == "log" and lo > 0:
+        ratio = hi / lo if hi > lo else 10.0
+        ax.set_ylim(lo / ratio**0.05, hi * ratio**band)
+    else:
+        span = hi - lo if hi > lo else max(abs(hi), 1.0)
+        ax.set_ylim(lo - 0.05 * span, hi + band * span)
 
 
 def _momentum_axes(ax: Axes) -> Axes:

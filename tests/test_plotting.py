@@ -118,6 +118,10 @@ def test_seeds_share_colour_and_legend_entry():
     assert _legend_texts(ax) == ["weight_decay=1e-4", "weight_decay=0"]
     by_seed = plotting.plot_range_test(result, suggest=None, label_by="seed")
     assert _legend_texts(by_seed) == ["seed=0", "seed=1"]
+    # Seeds are categories: qualitative colours, not a sequential colormap.
+    assert [line.get_color() for line in _lines(by_seed, "clrjax-smoothed")] == [
+        "C0", "C1", "C0", "C1"
+    ]  # fmt: skip
 
 
 def test_two_varying_axes_get_qualitative_colours():
@@ -256,8 +260,9 @@ def test_grid_small_multiples(tmp_path):
     wds, moms = [1e-4, 1e-4, 0.0, 0.0, 1e-4, 0.0], [0.9, 0.95, 0.9, 0.95, 0.99, 0.99]
     curves = [_curve(1e-2 / (k + 1)) for k in range(6)]
     result = _result(curves, {"weight_decay": wds, "momentum": moms})
-    fig = plotting.plot_range_test_grid(result)
+    fig = plotting.plot_range_test_grid(result, title="grid")
     fig.savefig(tmp_path / "grid.png")
+    assert fig.get_suptitle() == "grid"
     assert len(fig.axes) == 6
     assert [ax.get_title() for ax in fig.axes] == [
         f"weight_decay={w}, momentum={m}" for w in ("1e-4", "0") for m in ("0.9", "0.95", "0.99")
@@ -295,7 +300,7 @@ def test_plot_schedule_values_and_momentum_twin(tmp_path):
     # A second schedule reuses the twin axis and joins the legend.
     plotting.plot_schedule(optax.constant_schedule(0.05), 50, ax=ax, momentum=momentum, label="c")
     assert sum(a.get_label() == "clrjax-momentum" for a in ax.figure.axes) == 1
-    assert _legend_texts(ax) == ["linear", "c", "linear momentum", "c momentum"]
+    assert _legend_texts(ax) == ["linear", "linear momentum", "c", "c momentum"]
     ax.figure.savefig(tmp_path / "schedule.png")
 
 
