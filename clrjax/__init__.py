@@ -5,8 +5,26 @@ whose numeric arguments may be traced; the LR range test trains many
 candidate configurations as lanes of one compiled program.
 """
 
+from clrjax._cyclic import (
+    cyclic_momentum_schedule,
+    cyclic_schedule,
+    exp_range_schedule,
+    triangular2_schedule,
+    triangular_schedule,
+)
+from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
+from clrjax._warm_restarts import cosine_warm_restarts_schedule
+
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "cosine_warm_restarts_schedule",
+    "cyclic_momentum_schedule",
+    "cyclic_schedule",
+    "exp_range_schedule",
+    "one_cycle_momentum_schedule",
+    "one_cycle_schedule",
+    "triangular2_schedule",
+    "triangular_schedule",
 ]
