@@ -13,6 +13,7 @@ from clrjax._cyclic import (
     triangular_schedule,
 )
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
+from clrjax._optax_glue import scheduled
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "exp_range_schedule",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
+    "scheduled",
     "triangular2_schedule",
     "triangular_schedule",
 ]
