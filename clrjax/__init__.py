@@ -14,11 +14,13 @@ from clrjax._cyclic import (
 )
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
+from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SUGGESTION_METHODS",
     "__version__",
     "cosine_warm_restarts_schedule",
     "cyclic_momentum_schedule",
@@ -27,6 +29,9 @@ __all__ = [
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
     "scheduled",
+    "triangular2_schedule",
+    "suggest",
+    "suggest_spread",
     "triangular2_schedule",
     "triangular_schedule",
 ]
