@@ -14,12 +14,15 @@ from clrjax._cyclic import (
 )
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
+from clrjax._range_test import range_test
+from clrjax._result import RangeTestResult
 from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "RangeTestResult",
     "SUGGESTION_METHODS",
     "__version__",
     "cosine_warm_restarts_schedule",
@@ -28,8 +31,8 @@ __all__ = [
     "exp_range_schedule",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
+    "range_test",
     "scheduled",
-    "triangular2_schedule",
     "suggest",
     "suggest_spread",
     "triangular2_schedule",
