@@ -1,0 +1,137 @@
+"""Tests for the ``clrjax`` command line, run in-process through ``main``."""
+
+import os
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import pytest
+
+from clrjax import _cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST_DEMO = ["demo", "--steps", "20", "--no-progress", "--hidden", "16"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _table_rows(out):
+    """The rows of the lane table: the lines between the rule and the blank line."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("----")) + 1
+    end = lines.index("", start)
+    return lines[start - 2], lines[start:end]
+
+
+def test_help_lists_commands_and_options(capsys):
+    assert _cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "train-demo", "schedules"):
+        assert command in out
+    assert _cli.main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in (
+        "--dataset", "--steps", "--batch-size", "--start-lr", "--end-lr", "--weight-decays",
+        "--momenta", "--seeds", "--method", "--out", "--no-progress", "--no-plot", "--hidden",
+    ):  # fmt: skip
+        assert option in out
+
+
+def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys):
+    out_png = tmp_path / "rt.png"
+    assert _cli.main([*FAST_DEMO, "--out", str(out_png)]) == 0
+    out = capsys.readouterr().out
+    header, rows = _table_rows(out)
+    assert header.split() == [
+        "lane", "weight_decay", "momentum", "valley", "LR", "steepest", "LR", "diverged", "at"
+    ]  # fmt: skip
+    assert len(rows) == 4
+    assert [row.split()[1] for row in rows] == ["1e-3", "1e-4", "1e-5", "0"]
+    assert "Suggested learning rate (valley):" in out
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_demo_grid_of_momenta_and_seeds(tmp_path, capsys):
+    out_png = tmp_path / "grid.png"
+    argv = [*FAST_DEMO, "--weight-decays", "1e-4", "0", "--momenta", "0.8", "0.9"]
+    argv += ["--seeds", "2", "--method", "minimum", "--out", str(out_png)]
+    assert _cli.main(argv) == 0
+    out = capsys.readouterr().out
+    header, rows = _table_rows(out)
+    assert "seed" in header.split()
+    assert "minimum" in header.split()
+    assert len(rows) == 8
+    assert "Suggested learning rate (minimum):" in out
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_demo_no_plot_writes_nothing(tmp_path, capsys):
+    out_png = tmp_path / "none.png"
+    assert _cli.main([*FAST_DEMO, "--no-plot", "--out", str(out_png)]) == 0
+    assert "Suggested learning rate" in capsys.readouterr().out
+    assert not out_png.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "COMMAND"),
+        (["demo", "--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
+        (["demo", "--steps", "ten"], "argument --steps"),
+        (["demo", "--start-lr", "-1"], "argument --start-lr: expected a positive number"),
+        (["demo", "--weight-decays", "-1e-4"], "argument --weight-decays"),
+        (["demo", "--momenta", "1.5"], "argument --momenta: expected a momentum in [0, 1)"),
+        (["demo", "--method", "guess"], "argument --method: invalid choice: 'guess'"),
+        (["demo", "--dataset", "cifar10"], "argument --dataset: invalid choice"),
+        (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_options_exit_2_with_message(argv, message, capsys):
+    assert _cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_library_value_error_exits_2(capsys):
+    argv = [*FAST_DEMO, "--start-lr", "1.0", "--end-lr", "0.1", "--no-plot"]
+    assert _cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clrjax demo: error:")
+    assert "end_lr" in err
+
+
+def test_unwritable_output_exits_1(tmp_path, capsys):
+    out_png = tmp_path / "missing" / "rt.png"
+    assert _cli.main([*FAST_DEMO, "--out", str(out_png)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_schedules_writes_one_png_per_family(tmp_path, capsys):
+    assert _cli.main(["schedules", "--out-dir", str(tmp_path), "--steps", "200"]) == 0
+    names = sorted(os.listdir(tmp_path))
+    assert names == [
+        "exp_range.png",
+        "one_cycle.png",
+        "sgdr.png",
+        "triangular.png",
+        "triangular2.png",
+    ]
+    for name in names:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert _cli.main(["schedules", "--out-dir", str(tmp_path / "nope")]) == 1
+
+
+def test_python_m_clrjax_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "clrjax", "--help"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: clrjax" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "clrjax"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "required: COMMAND" in proc.stderr
