@@ -5,14 +5,17 @@ Used by ``clrjax train-demo`` and ``examples/seed_claim.py``. It reproduces the
 hand-picked rate's accuracy in fewer epochs; adding a per-epoch decay or a
 one-cycle schedule ends higher) on data that needs no download.
 
-Four arms are trained with SGD + Nesterov momentum:
+Arms, all SGD with Nesterov momentum:
 
 * ``baseline``: a common default constant learning rate (0.01);
-* ``range test``: the range test's suggested rate, constant;
-* ``range test + decay``: the suggestion decayed by 0.97 after every epoch
-  (``optax.exponential_decay(..., staircase=True)``);
-* ``one-cycle``: :func:`clrjax.one_cycle_schedule` peaking at the suggestion,
-  with :func:`clrjax.one_cycle_momentum_schedule`.
+* for each suggestion method ``m`` (:data:`clrjax.SUGGESTION_METHODS`) applied
+  to the range test:
+
+  * ``constant [m]``: the suggested rate, constant;
+  * ``decay [m]``: the suggestion decayed by 0.97 after every epoch
+    (``optax.exponential_decay(..., staircase=True)``);
+  * ``one-cycle [m]``: :func:`clrjax.one_cycle_schedule` peaking at the
+    suggestion, with :func:`clrjax.one_cycle_momentum_schedule`.
 
 Every (arm, seed) pair is one lane of a single jitted, vmapped training program:
 an arm is a ``(kind, peak learning rate)`` pair of arrays, so the schedules are
@@ -25,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,10 +37,10 @@ import optax
 
 import clrjax
 from clrjax import _demo_data
+from clrjax import _numerics as num
 
-ARMS = ("baseline", "range test", "range test + decay", "one-cycle")
-_CONSTANT, _DECAY, _ONE_CYCLE = 0, 1, 2
-_ARM_KINDS = (_CONSTANT, _CONSTANT, _DECAY, _ONE_CYCLE)
+KINDS = ("constant", "decay", "one-cycle")
+_CONSTANT, _DECAY, _ONE_CYCLE = range(len(KINDS))
 
 # Per-dataset defaults: (epochs, batch_size, hidden layer widths).
 DEFAULTS = {
@@ -46,32 +49,52 @@ DEFAULTS = {
 }
 
 
+class Arm(NamedTuple):
+    """One training configuration: a schedule kind and its (peak) learning rate."""
+
+    name: str
+    kind: str  # one of KINDS
+    lr: float
+    method: str | None  # the suggestion method(s) behind ``lr``; None for the baseline
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainDemoResult:
     """Outcome of :func:`run_train_demo`; arrays are NumPy.
 
     Attributes:
       dataset: dataset name.
-      arms: arm names, in the order of the first axis of the arrays.
-      peak_lrs: ``(arms,)`` constant, initial or peak learning rate of each arm.
+      arms: the arms, in the order of the first axis of the arrays; the first is
+        the baseline.
       test_acc: ``(arms, seeds, epochs)`` test accuracy after each epoch.
       train_loss: ``(arms, seeds, epochs)`` mean training loss of each epoch.
-      suggested_lr: the learning rate the range test suggested (or the override).
-      lane_suggestions: ``(range-test lanes,)`` suggestion of each range-test lane
-        (one per seed); ``suggested_lr`` is their median.
+      suggestions: ``{method: learning rate}``, the log-median over the seed lanes
+        of the range test (:func:`clrjax.suggest_spread`), or ``{"given": lr}``.
+      lane_suggestions: ``{method: (seeds,) array}``, each range-test lane's pick.
       settings: every setting needed to rerun the comparison.
       train_seconds: wall time of the training program (compile included).
+      range_test: the range test behind ``suggestions`` (None when ``lr`` was given).
     """
 
     dataset: str
-    arms: tuple[str, ...]
-    peak_lrs: np.ndarray
+    arms: tuple[Arm, ...]
     test_acc: np.ndarray
     train_loss: np.ndarray
-    suggested_lr: float
-    lane_suggestions: np.ndarray
+    suggestions: dict[str, float]
+    lane_suggestions: dict[str, np.ndarray]
     settings: dict[str, Any]
     train_seconds: float
+    range_test: clrjax.RangeTestResult | None = None
+
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        """The arms' names."""
+        return tuple(arm.name for arm in self.arms)
+
+    @property
+    def peak_lrs(self) -> np.ndarray:
+        """``(arms,)`` constant, initial or peak learning rate of each arm."""
+        return np.array([arm.lr for arm in self.arms])
 
     @property
     def target(self) -> np.ndarray:
@@ -206,31 +229,77 @@ def train_lanes(
     return np.asarray(test_acc), np.asarray(train_loss)
 
 
-def suggest_lr(
+def _nesterov_sgd(learning_rate: Any, momentum: Any = 0.9) -> optax.GradientTransformation:
+    """The training arms' optimizer, as a range-test optimizer factory."""
+    return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
+
+
+def suggest_lrs(
     loss_fn: Callable[[Any, tuple[jax.Array, jax.Array]], jax.Array],
-    params: Any,
+    init_fn: Callable[[jax.Array], Any],
     data: _demo_data.Dataset,
     *,
+    methods: Sequence[str],
     batch_size: int,
     seeds: int,
     num_steps: int,
+    start_lr: float,
+    end_lr: float,
     momentum: float,
-    method: str,
-) -> tuple[float, np.ndarray]:
-    """Runs :func:`clrjax.range_test` with ``seeds`` lanes; returns (median, per-lane)."""
+) -> tuple[dict[str, float], dict[str, np.ndarray], clrjax.RangeTestResult]:
+    """Runs :func:`clrjax.range_test` with the training optimizer, one lane per seed.
+
+    Each lane draws its own initial weights with ``init_fn`` and its own data
+    order (``shuffle="per_seed"``), like the training seeds (not the same draws).
+    Methods that give no suggestion on any lane are left out.
+
+    Returns:
+      ``({method: log-median suggestion}, {method: per-lane suggestions}, result)``.
+    """
     result = clrjax.range_test(
         loss_fn,
-        params,
+        None,
         (data.x_train, data.y_train),
         batch_size=batch_size,
         num_steps=num_steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        optimizer=_nesterov_sgd,
         grid={"momentum": [momentum]},
-        seeds=seeds,
+        seeds=list(range(seeds)),
+        init_fn=init_fn,
+        shuffle="per_seed",
+        progress=False,
     )
-    lane_lrs = np.asarray(result.suggest(method), dtype=np.float64)
-    if not np.isfinite(lane_lrs).any():
-        raise RuntimeError(f"the range test gave no {method!r} suggestion on any lane")
-    return float(np.nanmedian(lane_lrs)), lane_lrs
+    medians, per_lane = {}, {}
+    for method in methods:
+        spread = clrjax.suggest_spread(result.lrs, result.smoothed, method)
+        if spread.count:
+            medians[method] = spread.median
+            per_lane[method] = result.suggest(method)
+    return medians, per_lane, result
+
+
+def make_arms(baseline_lr: float, suggestions: dict[str, float]) -> tuple[Arm, ...]:
+    """The baseline arm, then constant, decay and one-cycle arms for each suggested LR.
+
+    Methods that suggest the same learning rate share their arms (named after
+    all of them), so no configuration trains twice.
+
+    Examples:
+      >>> arms = make_arms(0.01, {"valley": 0.02, "steep": 0.05, "slide": 0.02})
+      >>> print([arm.name for arm in arms])  # doctest: +NORMALIZE_WHITESPACE
+      ['baseline', 'constant [valley, slide]', 'decay [valley, slide]',
+       'one-cycle [valley, slide]', 'constant [steep]', 'decay [steep]', 'one-cycle [steep]']
+    """
+    by_lr: dict[float, list[str]] = {}
+    for method, lr in suggestions.items():
+        by_lr.setdefault(float(lr), []).append(method)
+    arms = [Arm("baseline", "constant", float(baseline_lr), None)]
+    for lr, methods in by_lr.items():
+        label = ", ".join(methods)
+        arms.extend(Arm(f"{kind} [{label}]", kind, lr, label) for kind in KINDS)
+    return tuple(arms)
 
 
 def run_train_demo(
@@ -243,34 +312,49 @@ def run_train_demo(
     baseline_lr: float = 0.01,
     momentum: float = 0.9,
     decay_rate: float = 0.97,
-    suggest_method: str = "valley",
+    suggest_method: str | Sequence[str] = "valley",
     range_test_steps: int = 100,
+    range_test_start_lr: float = 1e-5,
+    range_test_end_lr: float = 10.0,
     lr: float | None = None,
     data_seed: int = 0,
 ) -> TrainDemoResult:
-    """Compares a default learning rate with the range test's pick (four arms, see module doc).
+    """Compares a default learning rate with the range test's picks (arms: see module doc).
 
     Args:
       dataset: ``"digits"`` or ``"mnist1d"``.
       epochs: training epochs (dataset default when None).
-      seeds: number of seeds; every arm trains once per seed.
-      batch_size: mini-batch size (dataset default when None).
+      seeds: number of seeds; every arm trains once per seed, and the range test
+        runs one lane per seed.
+      batch_size: mini-batch size of training and range test (dataset default when None).
       hidden: hidden layer widths of the MLP (dataset default when None).
       baseline_lr: the constant learning rate of the baseline arm.
       momentum: Nesterov momentum of all arms but one-cycle (which cycles it).
-      decay_rate: per-epoch decay factor of the ``range test + decay`` arm.
-      suggest_method: :func:`clrjax.suggest` method applied to the range test.
+      decay_rate: per-epoch decay factor of the ``decay`` arms.
+      suggest_method: one or several :data:`clrjax.SUGGESTION_METHODS`; each
+        gives three arms.
       range_test_steps: steps of the range test.
+      range_test_start_lr: first learning rate of the range test's ramp.
+      range_test_end_lr: last learning rate of the range test's ramp.
       lr: skip the range test and use this learning rate as the suggestion.
       data_seed: seed of the train/test split (digits) or generator (mnist1d).
 
     Returns:
       A :class:`TrainDemoResult`.
+
+    Raises:
+      ValueError: for an unknown dataset or method, or a bad seed count.
+      RuntimeError: when no method gives a suggestion.
     """
     if dataset not in DEFAULTS:
         raise ValueError(f"dataset must be one of {tuple(DEFAULTS)}; got {dataset!r}")
-    if not isinstance(seeds, int) or seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive int; got {seeds!r}")
+    methods = (suggest_method,) if isinstance(suggest_method, str) else tuple(suggest_method)
+    if not methods:
+        raise ValueError("suggest_method must name at least one method")
+    for method in methods:
+        num.check_choice("suggest_method", method, clrjax.SUGGESTION_METHODS)
     default_epochs, default_batch, default_hidden = DEFAULTS[dataset]
     epochs = default_epochs if epochs is None else epochs
     batch_size = default_batch if batch_size is None else batch_size
@@ -283,24 +367,27 @@ def run_train_demo(
         return _demo_data.init_mlp(key, sizes)
 
     if lr is None:
-        suggested, lane_suggestions = suggest_lr(
+        suggestions, lane_suggestions, range_result = suggest_lrs(
             _demo_data.mlp_loss,
-            init_fn(jax.random.key(0)),
+            init_fn,
             data,
+            methods=methods,
             batch_size=batch_size,
             seeds=seeds,
             num_steps=range_test_steps,
+            start_lr=range_test_start_lr,
+            end_lr=range_test_end_lr,
             momentum=momentum,
-            method=suggest_method,
         )
+        if not suggestions:
+            raise RuntimeError(f"the range test gave no suggestion for any of {methods}")
     else:
-        suggested, lane_suggestions = float(lr), np.array([lr], dtype=np.float64)
+        suggestions, lane_suggestions, range_result = {"given": float(lr)}, {}, None
 
-    peak_lrs = np.array([baseline_lr, suggested, suggested, suggested])
-    n_arms = len(ARMS)
-    lane_kinds = np.repeat(_ARM_KINDS, seeds)
-    lane_lrs = np.repeat(peak_lrs, seeds)
-    lane_seeds = np.tile(np.arange(seeds), n_arms)
+    arms = make_arms(baseline_lr, suggestions)
+    lane_kinds = np.repeat([KINDS.index(arm.kind) for arm in arms], seeds)
+    lane_lrs = np.repeat([arm.lr for arm in arms], seeds)
+    lane_seeds = np.tile(np.arange(seeds), len(arms))
     start = time.perf_counter()
     test_acc, train_loss = train_lanes(
         _demo_data.mlp_loss,
@@ -318,30 +405,35 @@ def run_train_demo(
     train_seconds = time.perf_counter() - start
     settings = {
         "dataset": dataset,
-        "model": f"MLP {sizes} (ReLU)",
+        "model": f"MLP, layer widths {sizes}, ReLU",
+        "train / test examples": f"{len(data.x_train)} / {len(data.x_test)}",
         "epochs": epochs,
+        "batch size": batch_size,
+        "steps per epoch": len(data.x_train) // batch_size,
         "seeds": seeds,
-        "batch_size": batch_size,
-        "steps_per_epoch": len(data.x_train) // batch_size,
-        "train/test": f"{len(data.x_train)}/{len(data.x_test)}",
-        "optimizer": f"SGD, Nesterov momentum {momentum}",
-        "baseline_lr": baseline_lr,
-        "decay_rate": decay_rate,
-        "suggest_method": suggest_method if lr is None else "given (lr=...)",
-        "range_test_steps": range_test_steps,
-        "data_seed": data_seed,
+        "optimizer": f"SGD, Nesterov momentum {momentum} (one-cycle: cycled 0.95 -> 0.85)",
+        "baseline LR": baseline_lr,
+        "per-epoch decay": decay_rate,
+        "range test": (
+            "skipped (lr given)"
+            if lr is not None
+            else f"{range_test_steps} steps, LR {range_test_start_lr:g} -> "
+            f"{range_test_end_lr:g} (exponential), same optimizer and batch size, one lane per seed"
+        ),
+        "suggestion methods": ", ".join(methods),
+        "data seed": data_seed,
     }
-    shape = (n_arms, seeds, epochs)
+    shape = (len(arms), seeds, epochs)
     return TrainDemoResult(
         dataset=dataset,
-        arms=ARMS,
-        peak_lrs=peak_lrs,
+        arms=arms,
         test_acc=test_acc.reshape(shape),
         train_loss=train_loss.reshape(shape),
-        suggested_lr=suggested,
+        suggestions=suggestions,
         lane_suggestions=lane_suggestions,
         settings=settings,
         train_seconds=train_seconds,
+        range_test=range_result,
     )
 
 
@@ -352,8 +444,9 @@ def _mean_std(values: np.ndarray, scale: float = 1.0, digits: int = 1) -> str:
 def format_table(result: TrainDemoResult) -> str:
     """A Markdown table: per arm, LR, epochs to the baseline's final accuracy, final accuracy.
 
-    Epoch counts are mean ± std over the seeds that reached the target; seeds that
-    never reached it are counted separately.
+    The target of each seed is the baseline's final accuracy with that seed.
+    Epoch counts are mean ± std over the seeds that reached it; seeds that never
+    did are counted in their own column. Accuracies are mean ± std over seeds.
     """
     seeds = result.test_acc.shape[1]
     lines = [
@@ -366,18 +459,20 @@ def format_table(result: TrainDemoResult) -> str:
         hit = reached[reached > 0]
         epochs = _mean_std(hit) if hit.size else "-"
         lines.append(
-            f"| {arm} | {result.peak_lrs[i]:.3g} | {epochs} | {seeds - hit.size}/{seeds} | "
+            f"| {arm.name} | {arm.lr:.3g} | {epochs} | {seeds - hit.size}/{seeds} | "
             f"{_mean_std(result.test_acc[i, :, -1], 100.0, 2)} | "
             f"{_mean_std(result.test_acc[i].max(axis=-1), 100.0, 2)} |"
         )
     return "\n".join(lines)
 
 
-def plot_results(result: TrainDemoResult, ax: Any = None) -> Any:
+def plot_results(result: TrainDemoResult, arms: Sequence[str] | None = None, ax: Any = None) -> Any:
     """Plots test accuracy against epoch per arm (mean over seeds, ± std band).
 
     Args:
       result: a :class:`TrainDemoResult`.
+      arms: names of the arms to draw (default: the baseline and the arms of the
+        first suggestion method).
       ax: matplotlib ``Axes`` to draw on (a new figure when None).
 
     Returns:
@@ -385,23 +480,31 @@ def plot_results(result: TrainDemoResult, ax: Any = None) -> Any:
     """
     import matplotlib.pyplot as plt
 
+    names = result.arm_names
+    if arms is None:
+        arms = names[: 1 + len(KINDS)]
+    unknown = [name for name in arms if name not in names]
+    if unknown:
+        raise ValueError(f"arms must be names from {names}; got {unknown}")
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.0))
     epochs = np.arange(1, result.test_acc.shape[-1] + 1)
-    for i, arm in enumerate(result.arms):
+    shown = [names.index(name) for name in arms]
+    for i in shown:
         acc = result.test_acc[i] * 100.0
         mean, std = acc.mean(axis=0), acc.std(axis=0)
-        (line,) = ax.plot(epochs, mean, label=f"{arm} (lr {result.peak_lrs[i]:.3g})")
+        (line,) = ax.plot(epochs, mean, label=f"{names[i]}, lr {result.arms[i].lr:.3g}")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.axhline(
         result.target.mean() * 100.0, color="grey", linestyle=":", label="baseline final (mean)"
     )
-    seeds = result.test_acc.shape[1]
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
+    seeds = result.test_acc.shape[1]
     ax.set_title(f"{result.dataset}: SGD + Nesterov, {seeds} seeds (mean ± std)")
-    low = np.percentile(result.test_acc[:, :, result.test_acc.shape[-1] // 4 :], 5) * 100.0
-    ax.set_ylim(max(0.0, low - 2.0), min(100.0, result.test_acc.max() * 100.0 + 1.0))
+    later = result.test_acc[shown][:, :, len(epochs) // 4 :]
+    low = np.percentile(later, 5) * 100.0
+    ax.set_ylim(max(0.0, low - 2.0), min(100.0, later.max() * 100.0 + 1.0))
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(alpha=0.3)
     return ax

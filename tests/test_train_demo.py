@@ -146,7 +146,14 @@ def test_train_lanes_rejects_a_batch_larger_than_the_data(tiny_data):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"dataset": "cifar10"}, "dataset"), ({"seeds": 0}, "seeds"), ({"seeds": 2.5}, "seeds")],
+    [
+        ({"dataset": "cifar10"}, "dataset"),
+        ({"seeds": 0}, "seeds"),
+        ({"seeds": 2.5}, "seeds"),
+        ({"seeds": True}, "seeds"),
+        ({"suggest_method": "best"}, "suggest_method"),
+        ({"suggest_method": ()}, "suggest_method"),
+    ],
 )
 def test_run_train_demo_validates_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -157,35 +164,59 @@ def test_run_train_demo_validates_arguments(kwargs, match):
 def digits_result():
     """Digits with the real range test, shrunk to a few epochs and two seeds."""
     return _train_demo.run_train_demo(
-        "digits", epochs=3, seeds=2, batch_size=64, hidden=(16,), range_test_steps=40
+        "digits",
+        epochs=3,
+        seeds=2,
+        batch_size=64,
+        hidden=(16,),
+        suggest_method=("valley", "minimum"),
+        range_test_steps=40,
     )
 
 
 def test_run_train_demo_shapes_and_settings(digits_result):
     r = digits_result
-    assert r.arms == _train_demo.ARMS
-    assert r.test_acc.shape == r.train_loss.shape == (4, 2, 3)
-    assert np.isfinite(r.suggested_lr) and r.suggested_lr > 0
-    assert r.lane_suggestions.shape == (2,)
-    assert r.suggested_lr == pytest.approx(np.nanmedian(r.lane_suggestions))
-    np.testing.assert_allclose(r.peak_lrs, [0.01, *[r.suggested_lr] * 3])
+    assert set(r.suggestions) == {"valley", "minimum"}
+    lrs = r.range_test.lrs
+    for method, lr in r.suggestions.items():
+        lanes = r.lane_suggestions[method]
+        assert lanes.shape == (2,)
+        np.testing.assert_allclose(lanes, r.range_test.suggest(method))
+        assert lr == pytest.approx(np.exp(np.mean(np.log(lanes))))
+        assert lrs[0] <= lr <= lrs[-1]
+    assert r.arms == _train_demo.make_arms(0.01, r.suggestions)
+    assert r.test_acc.shape == r.train_loss.shape == (len(r.arms), 2, 3)
+    assert np.all(np.isfinite(r.train_loss[0]))
     np.testing.assert_array_equal(r.target, r.test_acc[0, :, -1])
-    assert r.settings["epochs"] == 3 and r.settings["steps_per_epoch"] == 1348 // 64
+    assert r.settings["epochs"] == 3 and r.settings["steps per epoch"] == 1348 // 64
+    assert r.range_test.losses.shape == (2, 40)
     # Every arm of one seed starts from the same weights, so the baseline always
     # reaches its own final accuracy.
     assert np.all(r.epochs_to_target[0] >= 1)
+    # The one-cycle and constant arms of one seed start from the same weights but
+    # (with different first learning rates) end elsewhere.
+    assert not np.allclose(r.train_loss[1], r.train_loss[3])
 
 
 def test_format_table_and_plot(digits_result):
     table = _train_demo.format_table(digits_result)
     lines = table.splitlines()
-    assert len(lines) == 2 + len(_train_demo.ARMS)
+    assert len(lines) == 2 + len(digits_result.arms)
     assert lines[2].startswith("| baseline | 0.01 |")
-    assert "/2 |" in lines[3]
+    assert lines[3].startswith("| constant [valley] |")
+    assert all(line.count("|") == 7 for line in lines)
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     ax = _train_demo.plot_results(digits_result)
-    assert len(ax.lines) == len(_train_demo.ARMS) + 1
+    assert len(ax.lines) == 1 + len(_train_demo.KINDS) + 1  # arms + target line
+    matplotlib.pyplot.close(ax.figure)
+    ax = _train_demo.plot_results(digits_result, arms=["baseline", "decay [minimum]"])
+    assert [line.get_label().split(",")[0] for line in ax.lines[:2]] == [
+        "baseline",
+        "decay [minimum]",
+    ]
+    with pytest.raises(ValueError, match="arms"):
+        _train_demo.plot_results(digits_result, arms=["constant"], ax=ax)
     matplotlib.pyplot.close(ax.figure)
 
 
@@ -195,6 +226,6 @@ def test_run_train_demo_with_a_given_lr_skips_the_range_test(monkeypatch):
 
     monkeypatch.setattr(clrjax, "range_test", no_range_test)
     r = _train_demo.run_train_demo("digits", epochs=1, seeds=1, batch_size=256, hidden=(8,), lr=0.2)
-    assert r.suggested_lr == 0.2
+    assert r.suggestions == {"given": 0.2} and r.range_test is None
+    assert r.arm_names == ("baseline", "constant [given]", "decay [given]", "one-cycle [given]")
     np.testing.assert_allclose(r.peak_lrs, [0.01, 0.2, 0.2, 0.2])
-    assert r.settings["suggest_method"] == "given (lr=...)"
