@@ -479,6 +479,7 @@ def plot_results(result: TrainDemoResult, arms: Sequence[str] | None = None, ax:
       The matplotlib ``Axes``.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = result.arm_names
     if arms is None:
@@ -499,6 +500,7 @@ def plot_results(result: TrainDemoResult, arms: Sequence[str] | None = None, ax:
         result.target.mean() * 100.0, color="grey", linestyle=":", label="baseline final (mean)"
     )
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     seeds = result.test_acc.shape[1]
     ax.set_title(f"{result.dataset}: SGD + Nesterov, {seeds} seeds (mean ± std)")
