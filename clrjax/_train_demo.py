@@ -406,7 +406,8 @@ def run_train_demo(
     settings = {
         "dataset": dataset,
         "model": f"MLP, layer widths {sizes}, ReLU",
-        "train / test examples": f"{len(data.x_train)} / {len(data.x_test)}",
+        "train examples": len(data.x_train),
+        "test examples": len(data.x_test),
         "epochs": epochs,
         "batch size": batch_size,
         "steps per epoch": len(data.x_train) // batch_size,

@@ -117,6 +117,28 @@ def verdict_table(result: _train_demo.TrainDemoResult) -> str:
     return "\n".join(lines)
 
 
+def headline(result: _train_demo.TrainDemoResult) -> str:
+    """One sentence: the baseline, the best arm by final accuracy, and the fastest arm."""
+    final = result.test_acc[:, :, -1] * 100.0
+    epochs = result.test_acc.shape[-1]
+    to_target = np.where(result.epochs_to_target > 0, result.epochs_to_target, epochs + 1)
+    best = int(np.argmax(final.mean(axis=1)))
+    fastest = 1 + int(np.argmin(to_target[1:].mean(axis=1)))
+    arms = result.arms
+    gain = paired(final[best], final[0])
+    return (
+        f"**{result.dataset}**: the baseline (LR {arms[0].lr:g}) ends at "
+        f"{final[0].mean():.1f} ± {final[0].std():.1f}% after {epochs} epochs. Best final "
+        f"accuracy: `{arms[best].name}` (LR {arms[best].lr:.3g}), {final[best].mean():.1f} ± "
+        f"{final[best].std():.1f}% ({_points(gain)} points vs. the baseline, paired: "
+        f"{_word(holds(*gain), 'higher', 'lower')}). Fastest to the baseline's final accuracy: "
+        f"`{arms[fastest].name}` (LR {arms[fastest].lr:.3g}), "
+        f"{to_target[fastest].mean():.1f} epochs on average vs. the baseline's "
+        f"{to_target[0].mean():.1f}. The library's default suggestion (`valley`) picked LR "
+        f"{result.suggestions.get('valley', float('nan')):.3g}."
+    )
+
+
 def summary(results: dict[str, _train_demo.TrainDemoResult]) -> list[str]:
     """Bullet points: for each part of the claim, the datasets and suggestions where it holds."""
     parts = [
@@ -218,6 +240,9 @@ def render(results: dict[str, _train_demo.TrainDemoResult], seconds: float, argv
         "*no clear difference*. For speed, a seed that never reaches the target counts as "
         "(epochs + 1).",
         "",
+        "## Headline",
+        "",
+        *(headline(r) + "\n" for r in results.values()),
         "## Where the claim reproduces",
         "",
         *summary(results),
@@ -232,7 +257,7 @@ def render(results: dict[str, _train_demo.TrainDemoResult], seconds: float, argv
     for dataset, r in results.items():
         settings = "\n".join(f"| {k} | {v} |" for k, v in r.settings.items())
         lanes = "\n".join(
-            f"| {m} | {r.suggestions[m]:.4g} | "
+            f"| {m} | {r.suggestions[m]:.3g} | "
             f"{', '.join(f'{v:.3g}' for v in r.lane_suggestions.get(m, []))} |"
             for m in r.suggestions
         )
@@ -245,6 +270,8 @@ def render(results: dict[str, _train_demo.TrainDemoResult], seconds: float, argv
             settings,
             f"| training program (compile included) | {r.train_seconds:.1f} s, "
             f"{len(r.arms) * r.test_acc.shape[1]} lanes |",
+            "",
+            f"One test example is {100.0 / r.settings['test examples']:.2f} accuracy points.",
             "",
             "Suggested learning rates (log-median of the seed lanes, and each lane's pick):",
             "",
