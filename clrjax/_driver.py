@@ -179,8 +179,8 @@ def make_lane_step(cfg: StepConfig) -> Callable[..., Any]:
         was_alive = state["alive"]
         alive = was_alive & ~bad
 
-        def keep(new, old):
-            return jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, old)
+        def keep(new, old):  # freeze diverged lanes; keep dtypes stable (e.g. f64 LR, f32 state)
+            return jax.tree.map(lambda n, o: jnp.where(alive, n, o).astype(o.dtype), new, old)
 
         new_state = {
             "params": keep(new_params, params),
@@ -213,9 +213,16 @@ def init_lane_state(cfg: StepConfig, params, model_state, consts, lr0):
     """Initial state of one lane (params and model state are copied, never aliased)."""
     params = jax.tree.map(jnp.array, params)
     tx = cfg.optimizer(learning_rate=lr0, **consts["hparams"])
+    opt_state = tx.init(params)
+    if isinstance(opt_state, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)):
+        # Its update reads the hyperparameters from the state, so the LR ramp would be ignored.
+        raise ValueError(
+            "optimizer: pass the plain factory (e.g. optax.adam), not an "
+            "optax.inject_hyperparams wrapper; range_test injects the hyperparameters itself"
+        )
     return {
         "params": params,
-        "opt_state": tx.init(params),
+        "opt_state": opt_state,
         "model_state": jax.tree.map(jnp.array, model_state),
         "ema": jnp.zeros((), jnp.float32),
         "best": jnp.full((), jnp.inf, jnp.float32),

@@ -1,5 +1,12 @@
 """Tests for clrjax.range_test (the vmapped LR range test)."""
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,6 +153,36 @@ def test_default_optimizer_is_torch_sgd():
         w = w - r.lrs[t] * buf
 
 
+GOLDENS = json.loads(
+    (pathlib.Path(__file__).parent / "data" / "range_test_goldens.json").read_text()
+)
+
+
+@pytest.mark.parametrize("case", GOLDENS["cases"], ids=lambda c: c["name"])
+def test_matches_torch_lr_finder(case):
+    # scripts/gen_range_test_goldens.py: torch-lr-finder + torch.optim.SGD, ordered batches.
+    r = clrjax.range_test(
+        mse,
+        jnp.asarray(GOLDENS["w0"]),
+        (np.asarray(GOLDENS["x"], np.float32), np.asarray(GOLDENS["y"], np.float32)),
+        batch_size=GOLDENS["batch_size"],
+        num_steps=case["num_iter"],
+        start_lr=case["start_lr"],
+        end_lr=case["end_lr"],
+        ramp=case["step_mode"],
+        grid={"momentum": [case["momentum"]], "weight_decay": [case["weight_decay"]]},
+        shuffle=False,
+        smoothing="ema",
+        beta=1 - case["smooth_f"],
+        diverge_threshold=case["diverge_th"],
+    )
+    k = len(case["lrs"])
+    assert k < case["num_iter"]  # torch-lr-finder stopped at the diverging step ...
+    assert r.diverged_at[0] == k - 1  # ... which is where the lane diverged
+    np.testing.assert_allclose(r.lrs[:k], case["lrs"], rtol=1e-12)
+    np.testing.assert_allclose(r.smoothed[0, :k], case["smoothed"], rtol=2e-4)
+
+
 # --------------------------------------------------------------- divergence
 
 
@@ -264,6 +301,51 @@ def test_strategies_agree(lanes, driver, strategy):
     np.testing.assert_array_equal(r.diverged_at, reference.diverged_at)
 
 
+@pytest.mark.usefixtures("x64")
+def test_x64_learning_rates_keep_state_dtypes():
+    # float64 LRs/hyperparameters with float32 params: optimizer state stays float32.
+    r = run(grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+    assert np.all(np.isfinite(r.losses[:, 0]))
+    w64 = run(params=jnp.zeros(D, jnp.float64), optimizer=optax.adam, grid={"b1": [0.9]})
+    assert np.all(np.isfinite(w64.losses[:, 0]))
+
+
+def test_shard_lanes_over_two_devices():
+    # A fresh process: the CPU device count is fixed when JAX starts.
+    script = textwrap.dedent(
+        """
+        import jax, numpy as np, clrjax
+        from clrjax import _driver
+        assert len(jax.devices()) == 2
+        x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        data = (x, x.sum(1))
+        loss = lambda w, b: ((b[0] @ w - b[1]) ** 2).mean()
+        kw = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=10.0,
+                  grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+        shardings = []
+        drive = _driver.drive
+        def spy(*args, **kwargs):
+            out = drive(*args, **kwargs)
+            shardings.append(getattr(out[0]["params"].sharding, "spec", None))
+            return out
+        _driver.drive = spy
+        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, **kw)
+        b = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True, **kw)
+        np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+        assert shardings[1] == jax.sharding.PartitionSpec("lanes"), shardings
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(ValueError, match="multiple"):
+        _lanes.lane_placement(3, jax.devices() * 2)
+
+
 def test_custom_optimizer_grid():
     r = run(optimizer=optax.adam, grid={"b1": [0.9, 0.5]}, end_lr=1.0)
     assert r.losses.shape == (2, 30)
@@ -369,6 +451,15 @@ def test_rng_and_seeds():
     assert not np.allclose(seeded.losses[0], seeded.losses[1])
 
 
+def test_key_forms_agree():
+    typed = run(key=jax.random.key(7), num_steps=5)
+    for key in (7, jax.random.PRNGKey(7)):
+        np.testing.assert_array_equal(run(key=key, num_steps=5).losses, typed.losses)
+    assert not np.array_equal(run(key=8, num_steps=5).losses, typed.losses)
+    with pytest.raises(TypeError, match="key"):
+        run(key="seven")
+
+
 def test_init_fn_and_per_seed_shuffle():
     def init_fn(key):
         return jax.random.normal(key, (D,))
@@ -446,6 +537,25 @@ def test_flax_linen_and_nnx():
     assert np.all(np.isfinite(r3.losses[0, :10]))
     np.testing.assert_array_equal(stats0["BatchNorm_0"]["mean"], np.zeros(D))
 
+    class NNXModel(nnx.Module):
+        def __init__(self, rngs):
+            self.bn = nnx.BatchNorm(D, momentum=0.5, rngs=rngs)
+            self.linear = nnx.Linear(D, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear(self.bn(x))[:, 0]
+
+    graphdef, nnx_params, nnx_stats = nnx.split(NNXModel(nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
+
+    def nnx_bn_loss(params, stats, batch):
+        module = nnx.merge(graphdef, params, stats, copy=True)  # fresh Variables per trace
+        loss = jnp.mean((module(batch[0]) - batch[1]) ** 2)
+        return loss, nnx.state(module, nnx.BatchStat)
+
+    r4 = clrjax.range_test(nnx_bn_loss, nnx_params, (X, Y), state=nnx_stats, **FAST)
+    assert np.all(np.isfinite(r4.losses[0, :10]))
+    np.testing.assert_array_equal(nnx_stats["bn"]["mean"][...], np.zeros(D))
+
 
 # ------------------------------------------------------------- bad input
 
@@ -478,6 +588,7 @@ def test_flax_linen_and_nnx():
         (dict(shuffle="per_seed"), ValueError, "seeds"),
         (dict(val_data=(X, Y), val_batch_size=N + 1), ValueError, "val_batch_size"),
         (dict(optimizer=optax.adam, grid={"momentum": [0.9]}), ValueError, "momentum"),
+        (dict(optimizer=optax.inject_hyperparams(optax.sgd)), ValueError, "inject_hyperparams"),
     ],
 )
 def test_bad_input(kwargs, error, match):

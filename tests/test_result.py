@@ -67,6 +67,13 @@ def test_lane_labels_and_hparams():
         r.lane_label(4)
 
 
+def test_repr_is_a_summary():
+    assert repr(make_result()) == (
+        "RangeTestResult(4 lanes x 40 steps, lr 0.0001..1, grid=('weight_decay', 'seed'), "
+        "diverged=1/4, strategy='vmap/chunks')"
+    )
+
+
 def test_frozen():
     r = make_result()
     with pytest.raises(dataclasses.FrozenInstanceError):
