@@ -173,10 +173,28 @@ def train_lanes(
 
     Each lane runs SGD with Nesterov momentum for ``epochs`` epochs of
     ``len(x_train) // batch_size`` steps (the remainder of each shuffle is
-    dropped), reshuffling with its seed's key every epoch.
+    dropped), reshuffling with its seed's key every epoch. A lane whose loss
+    turns NaN keeps running (its accuracy drops to chance); nothing raises.
+
+    Args:
+      loss_fn: ``loss_fn(params, (x, y)) -> scalar``.
+      accuracy_fn: ``accuracy_fn(params, x, y) -> scalar``, evaluated on the test
+        split after every epoch.
+      init_fn: ``init_fn(key) -> params``.
+      data: the dataset.
+      kinds: ``(lanes,)`` schedule kind of each lane, an index into :data:`KINDS`.
+      peak_lrs: ``(lanes,)`` constant, initial or peak learning rate of each lane.
+      seeds: ``(lanes,)`` integer seeds (initial weights and data order).
+      epochs: number of epochs.
+      batch_size: mini-batch size.
+      momentum: Nesterov momentum of the constant and decay kinds.
+      decay_rate: per-epoch factor of the decay kind.
 
     Returns:
       ``(test_acc, train_loss)``, each ``(lanes, epochs)``.
+
+    Raises:
+      ValueError: if ``batch_size`` exceeds the training set.
     """
     steps_per_epoch = len(data.x_train) // batch_size
     if steps_per_epoch < 1:
