@@ -513,7 +513,7 @@ def plot_results(result: TrainDemoResult, arms: Sequence[str] | None = None, ax:
     for i in shown:
         acc = result.test_acc[i] * 100.0
         mean, std = acc.mean(axis=0), acc.std(axis=0)
-        (line,) = ax.plot(epochs, mean, label=f"{names[i]}, lr {result.arms[i].lr:.3g}")
+        (line,) = ax.plot(epochs, mean, label=f"{names[i]}, LR {result.arms[i].lr:.3g}")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.axhline(
         result.target.mean() * 100.0, color="grey", linestyle=":", label="baseline final (mean)"
