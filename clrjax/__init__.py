@@ -13,6 +13,7 @@ from clrjax._cyclic import (
     triangular_schedule,
 )
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
+from clrjax._optax_glue import scheduled
 from clrjax._range_test import range_test
 from clrjax._result import RangeTestResult
 from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
@@ -31,6 +32,7 @@ __all__ = [
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
     "range_test",
+    "scheduled",
     "suggest",
     "suggest_spread",
     "triangular2_schedule",

@@ -179,8 +179,8 @@ def make_lane_step(cfg: StepConfig) -> Callable[..., Any]:
         was_alive = state["alive"]
         alive = was_alive & ~bad
 
-        def keep(new, old):
-            return jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, old)
+        def keep(new, old):  # freeze diverged lanes; keep dtypes stable (e.g. f64 LR, f32 state)
+            return jax.tree.map(lambda n, o: jnp.where(alive, n, o).astype(o.dtype), new, old)
 
         new_state = {
             "params": keep(new_params, params),
@@ -213,9 +213,16 @@ def init_lane_state(cfg: StepConfig, params, model_state, consts, lr0):
     """Initial state of one lane (params and model state are copied, never aliased)."""
     params = jax.tree.map(jnp.array, params)
     tx = cfg.optimizer(learning_rate=lr0, **consts["hparams"])
+    opt_state = tx.init(params)
+    if isinstance(opt_state, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)):
+        # Its update reads the hyperparameters from the state, so the LR ramp would be ignored.
+        raise ValueError(
+            "optimizer: pass the plain factory (e.g. optax.adam), not an "
+            "optax.inject_hyperparams wrapper; range_test injects the hyperparameters itself"
+        )
     return {
         "params": params,
-        "opt_state": tx.init(params),
+        "opt_state": opt_state,
         "model_state": jax.tree.map(jnp.array, model_state),
         "ema": jnp.zeros((), jnp.float32),
         "best": jnp.full((), jnp.inf, jnp.float32),
@@ -263,26 +270,32 @@ class Program:
 
 
 @functools.lru_cache(maxsize=64)
-def get_program(cfg: StepConfig, donate: bool) -> Program:
-    """Builds (once per configuration) the jitted init and chunk-runner functions."""
+def get_program(cfg: StepConfig) -> Program:
+    """Builds (once per configuration) the jitted init and chunk-runner functions.
+
+    ``run`` donates its ``carry`` (the lane state, created by ``init``, never
+    the caller's arrays), so chunks update the lane state in place.
+    """
     lane_step = make_lane_step(cfg)
 
     def init_one(lane, shared):
-        params, model_state = (
-            lane.get("params", shared["params"]),
-            lane.get("model_state", shared["model_state"]),
+        return init_lane_state(
+            cfg, lane["params"], lane["model_state"], lane["consts"], shared["lr0"]
         )
-        return init_lane_state(cfg, params, model_state, lane["consts"], shared["lr0"])
 
-    init_lanes = _map_lanes(cfg, init_one)
+    def init_shared(lane, shared):
+        lane = {"params": shared["params"], "model_state": shared["model_state"], **lane}
+        return init_one(lane, shared)
+
+    init_lanes, init_lanes_shared = _map_lanes(cfg, init_one), _map_lanes(cfg, init_shared)
 
     def init(params, model_state, consts, lr0):
         shared = {"params": params, "model_state": model_state, "lr0": lr0}
-        return init_lanes({"consts": consts}, shared)
+        return init_lanes_shared({"consts": consts}, shared)
 
     def init_per_lane(params, model_state, consts, lr0):
-        shared = {"params": None, "model_state": None, "lr0": lr0}
-        return init_lanes({"consts": consts, "params": params, "model_state": model_state}, shared)
+        lane = {"consts": consts, "params": params, "model_state": model_state}
+        return init_lanes(lane, {"lr0": lr0})
 
     def step_one(lane, shared):
         return lane_step(lane["state"], lane["consts"], shared["ctx"], shared["x"], lane["x"])
@@ -311,7 +324,7 @@ def get_program(cfg: StepConfig, donate: bool) -> Program:
     return Program(
         init=jax.jit(init),
         init_per_lane=jax.jit(init_per_lane),
-        run=jax.jit(run, donate_argnums=(0,) if donate else ()),
+        run=jax.jit(run, donate_argnums=0),
     )
 
 

@@ -7,7 +7,12 @@ into plain NumPy arrays that the driver (stage 2) consumes as traced data:
 * :func:`expand_grid` expands ``grid`` (and ``seeds``) into per-lane arrays in
   row-major (``itertools.product``) order of the dict;
 * :func:`lr_ramp` computes the learning rate of every step (shared by all lanes);
-* :func:`batch_indices` draws the example indices of every micro-batch;
+* :func:`plan_batches` / :func:`batch_indices` decide where every
+  micro-batch comes from (indices into on-device arrays, or a
+  :class:`BatchStream` of ready batches), :class:`StepInputs` feeds them to the
+  driver chunk by chunk;
+* :func:`lane_placement` places the lanes (one device, or the lane axis
+  sharded over devices);
 * :func:`pytorch_sgd` is the default optimizer factory.
 
 Nothing here is jitted; everything runs once per call on the host.
@@ -230,6 +235,35 @@ def check_count(name: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class LanePlacement:
+    """Shards the lane axis over devices (``lanes``) or replicates (``replicated``)."""
+
+    lane_sharding: jax.sharding.Sharding
+    replicated_sharding: jax.sharding.Sharding
+
+    def lanes(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.lane_sharding)
+
+    def replicated(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated_sharding)
+
+
+def lane_placement(num_lanes: int, devices: Sequence[Any] | None = None) -> LanePlacement:
+    """A 1-D device mesh ``("lanes",)`` over ``devices`` (default: all)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if num_lanes % len(devices):
+        raise ValueError(
+            f"shard_lanes: the number of lanes ({num_lanes}) must be a multiple of the "
+            f"number of devices ({len(devices)})"
+        )
+    mesh = jax.sharding.Mesh(np.array(devices), ("lanes",))
+    return LanePlacement(
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes")),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -269,39 +303,30 @@ def example_count(data: Any, name: str = "data") -> int:
 
 
 def batch_indices(
-    num_examples: int,
-    batch_size: int,
-    num_batches: int,
-    shuffle: bool,
-    key: jax.Array,
-    num_orders: int = 1,
+    num_examples: int, batch_size: int, num_batches: int, shuffle: bool, key: jax.Array
 ) -> np.ndarray:
     """Example indices of ``num_batches`` consecutive batches, epoch by epoch.
 
     Every epoch uses ``num_examples // batch_size`` full batches (the remainder
-    of an epoch is dropped, as ``drop_last=True``); with ``shuffle`` each epoch
-    is a fresh permutation drawn from ``key``.
+    of an epoch is dropped, as ``drop_last=True``); with ``shuffle`` epoch
+    ``e`` is the permutation drawn from ``fold_in(key, e)``.
 
     Returns:
-      int32 array ``(num_orders, num_batches, batch_size)``; order ``j`` uses
-      ``jax.random.fold_in(key, j)``.
+      int32 array ``(num_batches, batch_size)``.
+
+    Examples:
+      >>> print(batch_indices(5, 2, 3, False, None).tolist())
+      [[0, 1], [2, 3], [0, 1]]
     """
     per_epoch = num_examples // batch_size
-    num_epochs = math.ceil(num_batches / per_epoch)
-    orders = []
-    for j in range(num_orders):
-        order_key = jax.random.fold_in(key, j)
-        epochs = []
-        for e in range(num_epochs):
-            if shuffle:
-                perm = np.asarray(
-                    jax.random.permutation(jax.random.fold_in(order_key, e), num_examples)
-                )
-            else:
-                perm = np.arange(num_examples)
-            epochs.append(perm[: per_epoch * batch_size].reshape(per_epoch, batch_size))
-        orders.append(np.concatenate(epochs)[:num_batches])
-    return np.stack(orders).astype(np.int32)
+    epochs = []
+    for e in range(math.ceil(num_batches / per_epoch)):
+        if shuffle:
+            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), num_examples))
+        else:
+            perm = np.arange(num_examples)
+        epochs.append(perm[: per_epoch * batch_size].reshape(per_epoch, batch_size))
+    return np.concatenate(epochs)[:num_batches].astype(np.int32)
 
 
 def lane_keys(key: jax.Array, lanes: Lanes) -> jax.Array:
@@ -318,7 +343,8 @@ def as_key(key: Any) -> jax.Array:
         return jax.random.key(0)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
-    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not isinstance(key, jax.Array):
+        raise TypeError(f"key must be a jax.random.key, an int seed or None, got {key!r}")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(f"key must be a single PRNG key, got shape {key.shape}")
@@ -326,3 +352,172 @@ def as_key(key: Any) -> jax.Array:
     if key.shape == (2,) and key.dtype == jnp.uint32:
         return jax.random.wrap_key_data(key)
     raise TypeError(f"key must be a jax.random.key, an int seed or None, got {key!r}")
+
+
+def validation_batches(val_data: Any, val_batch_size: int | None) -> Any:
+    """Stacks validation data into ``(num_batches, batch, ...)`` arrays.
+
+    ``val_data`` is a pytree of arrays (split into batches of
+    ``val_batch_size``, default all of it; a smaller remainder is dropped) or
+    a list of equally shaped batches.
+    """
+    if is_batch_stream(val_data):
+        batches = [jax.tree.map(np.asarray, b) for b in val_data]
+        if not batches:
+            raise ValueError("val_data must contain at least one batch")
+        try:
+            return jax.tree.map(lambda *b: jnp.asarray(np.stack(b)), *batches)
+        except ValueError as e:
+            raise ValueError(f"val_data batches must share structure and shapes: {e}") from e
+    n = example_count(val_data, "val_data")
+    size = n if val_batch_size is None else val_batch_size
+    check_count("val_batch_size", size)
+    if size > n:
+        raise ValueError(f"val_batch_size ({size}) is larger than val_data ({n} examples)")
+    k = n // size
+    return jax.tree.map(
+        lambda a: jnp.asarray(a)[: k * size].reshape(k, size, *np.shape(a)[1:]), val_data
+    )
+
+
+class BatchStream:
+    """Pulls ready-made batches from an iterable, restarting it when exhausted.
+
+    Batches whose leading size differs from the first batch's (a short last
+    batch of an epoch) are skipped.
+    """
+
+    def __init__(self, data: Any):
+        self._data = data
+        self._it = iter(data)
+        self._size: int | None = None
+
+    def _next(self) -> Any:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self._data)
+            if self._it is self._data:  # a one-shot iterator: nothing to restart
+                raise ValueError(
+                    "data ran out of batches; pass a re-iterable (list, DataLoader) or more batches"
+                ) from None
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise ValueError("data yields no batches") from None
+
+    def take(self, n: int) -> Any:
+        """The next ``n`` batches stacked on a new leading axis (NumPy)."""
+        batches = []
+        while len(batches) < n:
+            batch = jax.tree.map(np.asarray, self._next())
+            size = example_count(batch, "a batch of data")
+            if self._size is None:
+                self._size = size
+            if size == self._size:
+                batches.append(batch)
+        return jax.tree.map(lambda *b: np.stack(b), *batches)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInputs:
+    """The per-step inputs of the driver: ``inputs(start, length) -> (xs, lane_xs)``.
+
+    ``xs`` holds the steps' shared inputs (leading axis: step): ``step``,
+    ``lr``, ``active`` (False for padding past the last step), ``val_now``,
+    and either ``idx`` (shared batch indices ``(accum, batch)`` per step) or
+    ``batch`` (stacked batches from a :class:`BatchStream`). ``lane_xs`` holds
+    per-lane batch indices ``(steps, lanes, accum, batch)`` when every lane
+    has its own data order, else nothing.
+
+    Attributes:
+      lrs: ``(num_steps,)`` learning rates.
+      val_now: ``(num_steps,)`` bool, validate after that step.
+      accumulation_steps: micro-batches per step.
+      idx: ``(orders, num_steps, accum, batch)`` indices (1 order: shared by
+        all lanes; else one per lane), or None with a stream.
+      stream: the :class:`BatchStream`, or None with indices.
+    """
+
+    lrs: np.ndarray
+    val_now: np.ndarray
+    accumulation_steps: int
+    idx: np.ndarray | None = None
+    stream: BatchStream | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.lrs)
+
+    def __call__(self, start: int, length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        real = min(length, self.num_steps - start)
+        steps = np.arange(start, start + length)
+        last = np.minimum(steps, self.num_steps - 1)
+        xs: dict[str, Any] = {
+            "step": steps.astype(np.int32),
+            "lr": self.lrs[last].astype(num.float_dtype()),
+            "active": steps < self.num_steps,
+            "val_now": self.val_now[last] & (steps < self.num_steps),
+        }
+        lane_xs: dict[str, Any] = {}
+        if self.stream is not None:
+            batches = self.stream.take(real * self.accumulation_steps)
+            xs["batch"] = jax.tree.map(
+                lambda a: _pad(a.reshape(real, self.accumulation_steps, *a.shape[1:]), length),
+                batches,
+            )
+        elif self.idx.shape[0] == 1:
+            xs["idx"] = _pad(self.idx[0, start : start + real], length)
+        else:  # (lanes, steps, ...) -> (steps, lanes, ...)
+            lane_xs["idx"] = _pad(np.swapaxes(self.idx[:, start : start + real], 0, 1), length)
+        return xs, lane_xs
+
+
+def _pad(a: np.ndarray, length: int) -> np.ndarray:
+    """Pads ``a`` along axis 0 to ``length`` by repeating its last entry."""
+    return np.concatenate([a, np.repeat(a[-1:], length - a.shape[0], axis=0)])
+
+
+def plan_batches(
+    data: Any,
+    *,
+    batch_size: int,
+    num_steps: int,
+    accumulation_steps: int,
+    shuffle: bool | str,
+    key: jax.Array,
+    lanes: Lanes,
+) -> tuple[Any, np.ndarray | None, BatchStream | None]:
+    """Decides where each step's batches come from.
+
+    Returns:
+      ``(device_data, idx, stream)``: for a pytree of arrays, the arrays on
+      the device and the batch indices ``(orders, num_steps, accum, batch)``
+      (one order shared by all lanes, or with ``shuffle="per_seed"`` one per
+      lane drawn from ``fold_in(key, seed)``); for an iterable of batches,
+      ``(None, None, BatchStream(data))``.
+    """
+    if shuffle == "per_seed" and lanes.seeds is None:
+        raise ValueError("shuffle='per_seed' needs seeds")
+    if is_batch_stream(data):
+        return None, None, BatchStream(data)
+    num_examples = example_count(data)
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size ({batch_size}) is larger than the number of examples in data "
+            f"({num_examples})"
+        )
+    seeds = lanes.seeds if shuffle == "per_seed" else [None]
+    orders = {
+        s: batch_indices(
+            num_examples,
+            batch_size,
+            num_steps * accumulation_steps,
+            bool(shuffle),
+            key if s is None else jax.random.fold_in(key, s),
+        )
+        for s in set(seeds)
+    }
+    idx = np.stack([orders[s] for s in seeds])
+    idx = idx.reshape(len(seeds), num_steps, accumulation_steps, batch_size)
+    return jax.tree.map(jnp.asarray, data), idx, None

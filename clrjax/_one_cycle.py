@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from clrjax import _numerics as num
@@ -57,7 +58,7 @@ _CONVENTIONS = {
 def _anneal(start: jax.Array, end: jax.Array, pct: jax.Array, strategy: str) -> jax.Array:
     if strategy == "cos":
         return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
-    return start + (end - start) * pct
+    return start * (1.0 - pct) + end * pct  # exact at both ends, unlike start + (end - start) * pct
 
 
 def _check_common(
@@ -93,14 +94,21 @@ def _phase_schedule(
     final value is held afterwards. A phase of zero length yields its end
     value (no 0/0, finite gradients).
     """
-    pct_default = conv.pct_start
+    pct = conv.pct_start if pct_start is None else pct_start
+    # optax rounds int(pct_start * total_steps) in Python float64; do the same
+    # when both are known, so float32 schedules agree on products such as 0.29 * 100.
+    host_floor = conv.floor and num.is_concrete((pct, total_steps))
+    if host_floor:
+        warm_steps = np.floor(np.float64(pct) * np.float64(total_steps))
 
     def schedule(step: ArrayLike) -> jax.Array:
         n = num.as_float(total_steps)
-        p = num.as_float(pct_default if pct_start is None else pct_start)
-        warm = p * n
-        if conv.floor:
-            warm = jnp.floor(warm)
+        if host_floor:
+            warm = num.as_float(warm_steps)
+        elif conv.floor:
+            warm = jnp.floor(num.as_float(pct) * n)
+        else:
+            warm = num.as_float(pct) * n
         ends = [warm, 2.0 * warm, n] if three_phase else [warm, n]
         ends = [e + conv.offset * (i + 1) for i, e in enumerate(ends[:-1])]
         ends.append(n + conv.offset)
@@ -112,8 +120,8 @@ def _phase_schedule(
         starts = [jnp.zeros_like(n), *ends[:-1]]
         out = None
         for i in reversed(range(len(ends))):
-            pct = num.safe_div(t - starts[i], ends[i] - starts[i], 1.0)
-            value = _anneal(vals[i], vals[i + 1], pct, anneal_strategy)
+            q = num.safe_div(t - starts[i], ends[i] - starts[i], 1.0)
+            value = _anneal(vals[i], vals[i + 1], q, anneal_strategy)
             if out is None:
                 out = value
             else:

@@ -58,6 +58,7 @@ def range_test(
     val_loss_fn: Callable[..., Any] | None = None,
     lanes: str = "auto",
     lane_batch_size: int | None = None,
+    shard_lanes: bool = False,
     driver: str = "auto",
     chunk_size: int | None = None,
     progress: bool | None = None,
@@ -140,6 +141,9 @@ def range_test(
       lanes: lane strategy: ``"vmap"``, ``"map"`` (``lax.map`` over lanes,
         ``lane_batch_size`` at a time) or ``"auto"`` (``"vmap"``).
       lane_batch_size: lanes per ``lax.map`` iteration with ``lanes="map"``.
+      shard_lanes: split the lanes over all of ``jax.devices()`` (the number
+        of lanes must be a multiple of the device count); data and validation
+        batches are replicated.
       driver: ``"scan"`` (all steps in one ``lax.scan``), ``"chunks"``
         (``chunk_size`` steps per ``lax.scan``; progress bar and early stop
         between chunks), ``"python"`` (one step per call) or ``"auto"``
@@ -166,8 +170,11 @@ def range_test(
       ...                     grid={"weight_decay": [0.0, 1e-2]})
       >>> print(result.losses.shape, result.strategy)
       (2, 50) vmap/chunks
-      >>> print(bool(result.losses[0, 30] < result.losses[0, 0]), result.diverged_at > 0)
-      True [ True  True]
+      >>> print(result.lane_label(1), bool(result.diverged_at[1] > 0))
+      weight_decay=0.01 True
+      >>> lrs = result.suggest()  # one suggested LR per lane (fastai's "valley")
+      >>> print(lrs.shape, bool(1e-4 < lrs[0] < 10.0))
+      (2,) True
     """
     # ---------------------------------------------------------------- stage 1
     if not callable(loss_fn):
@@ -189,14 +196,15 @@ def range_test(
         num.check_number("diverge_threshold", diverge_threshold)
         if not diverge_threshold > 1:
             raise ValueError(f"diverge_threshold must be > 1 or None, got {diverge_threshold!r}")
+    if compute_dtype is not None:
+        compute_dtype = jnp.dtype(compute_dtype)
+        if not jnp.issubdtype(compute_dtype, jnp.floating):
+            raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype}")
     if params is None and init_fn is None:
         raise ValueError("params must be given unless init_fn is")
     optimizer = _lanes.pytorch_sgd if optimizer is None else optimizer
     lane_set = _lanes.expand_grid(grid, seeds)
     _lanes.check_optimizer_accepts(optimizer, lane_set.optimizer_names)
-    num_lanes = lane_set.num_lanes
-    if shuffle == "per_seed" and lane_set.seeds is None:
-        raise ValueError("shuffle='per_seed' needs seeds")
     lanes = "vmap" if lanes == "auto" else lanes
     if lane_batch_size is not None:
         _lanes.check_count("lane_batch_size", lane_batch_size)
@@ -213,36 +221,28 @@ def range_test(
     key = _lanes.as_key(key)
     data_key, lane_key = jax.random.split(key)
     keys = _lanes.lane_keys(lane_key, lane_set)
-    num_micro = num_steps * accumulation_steps
-    indexed = not _lanes.is_batch_stream(data)
+    device_data, idx, stream = _lanes.plan_batches(
+        data,
+        batch_size=batch_size,
+        num_steps=num_steps,
+        accumulation_steps=accumulation_steps,
+        shuffle=shuffle,
+        key=data_key,
+        lanes=lane_set,
+    )
     ctx: dict[str, Any] = {
+        "data": device_data,
         "beta": jnp.float32(beta),
         "threshold": jnp.float32(np.inf if diverge_threshold is None else diverge_threshold),
     }
-    if indexed:
-        num_examples = _lanes.example_count(data)
-        if batch_size > num_examples:
-            raise ValueError(
-                f"batch_size ({batch_size}) is larger than the number of examples in data "
-                f"({num_examples})"
-            )
-        num_orders = num_lanes if shuffle == "per_seed" else 1
-        idx = _lanes.batch_indices(
-            num_examples, batch_size, num_micro, bool(shuffle), data_key, num_orders
-        )
-        if shuffle == "per_seed":  # order j belongs to seed index j: map lanes to seeds
-            seed_rank = np.unique(lane_set.seeds, return_inverse=True)[1]
-            idx = idx[seed_rank]
-        idx = idx.reshape(num_orders, num_steps, accumulation_steps, batch_size)
-        ctx["data"] = jax.tree.map(jnp.asarray, data)
-        stream = None
-    else:
-        stream = _BatchStream(data)
     validate = val_data is not None
+    val_now = np.zeros(num_steps, bool)
     if validate:
-        ctx["val"] = _validation_batches(val_data, val_batch_size)
-    val_steps = np.arange(val_every - 1, num_steps, val_every) if validate else None
+        ctx["val"] = _lanes.validation_batches(val_data, val_batch_size)
+        val_now[val_every - 1 :: val_every] = True
+    inputs = _lanes.StepInputs(lrs, val_now, accumulation_steps, idx, stream)
 
+    # ---------------------------------------------------------------- stage 2
     cfg = _driver.StepConfig(
         loss_fn=loss_fn,
         optimizer=optimizer,
@@ -250,57 +250,32 @@ def range_test(
         has_aux=bool(has_aux),
         takes_rng=bool(rng),
         stateful=state is not None,
-        compute_dtype=None if compute_dtype is None else jnp.dtype(compute_dtype),
+        compute_dtype=compute_dtype,
         smoothing=smoothing,
-        indexed=indexed,
+        indexed=stream is None,
         validate=validate,
         lanes=lanes,
         lane_batch_size=lane_batch_size,
     )
-    program = _driver.get_program(cfg, jax.default_backend() != "cpu")
+    program = _driver.get_program(cfg)
     consts = {
         "hparams": {k: jnp.asarray(v) for k, v in lane_set.optimizer_hparams().items()},
         "key": keys,
     }
-    lr_dtype = num.float_dtype()
-    lr0 = jnp.asarray(lrs[0], lr_dtype)
+    lr0 = jnp.asarray(lrs[0], num.float_dtype())
+    place = _lanes.lane_placement(lane_set.num_lanes) if shard_lanes else None
+    if place is not None:
+        consts, ctx = place.lanes(consts), place.replicated(ctx)
     if init_fn is not None:
         lane_params = jax.vmap(init_fn)(keys)
-        lane_state = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_lanes, *a.shape)), state)
+        lane_state = jax.tree.map(
+            lambda a: jnp.broadcast_to(a, (lane_set.num_lanes, *jnp.shape(a))), state
+        )
         carry = program.init_per_lane(lane_params, lane_state, consts, lr0)
     else:
         carry = program.init(params, state, consts, lr0)
-
-    # ---------------------------------------------------------------- stage 2
-    padded = math.ceil(num_steps / chunk_size) * chunk_size
-    steps = np.arange(padded)
-    val_now = np.zeros(padded, bool)
-    if validate:
-        val_now[val_steps] = True
-    all_xs = {
-        "step": steps.astype(np.int32),
-        "lr": np.concatenate([lrs, np.full(padded - num_steps, lrs[-1])]).astype(lr_dtype),
-        "active": steps < num_steps,
-        "val_now": val_now,
-    }
-
-    def inputs(start: int, length: int) -> tuple[Any, Any]:
-        xs = {k: v[start : start + length] for k, v in all_xs.items()}
-        lane_xs: dict[str, Any] = {}
-        real = min(length, num_steps - start)
-        if indexed:
-            chunk_idx = _pad(idx[:, start : start + real], length, axis=1)
-            if num_orders == 1:
-                xs["idx"] = chunk_idx[0]
-            else:
-                lane_xs["idx"] = np.swapaxes(chunk_idx, 0, 1)  # (steps, lanes, accum, batch)
-        else:
-            batches = stream.take(real * accumulation_steps)
-            xs["batch"] = jax.tree.map(
-                lambda a: _pad(a.reshape(real, accumulation_steps, *a.shape[1:]), length, 0),
-                batches,
-            )
-        return xs, lane_xs
+    if place is not None:
+        carry = place.lanes(carry)
 
     bar = None
     if progress:
@@ -332,8 +307,8 @@ def range_test(
         diverged_at=np.asarray(carry["diverged_at"]).astype(np.int64),
         hparams=dict(lane_set.hparams),
         grid_names=lane_set.grid_names,
-        val_steps=val_steps,
-        val_losses=out["val"][:, val_steps] if validate else None,
+        val_steps=np.flatnonzero(val_now) if validate else None,
+        val_losses=out["val"][:, val_now] if validate else None,
         strategy=f"{lanes}/{driver}",
     )
 
@@ -346,72 +321,8 @@ def _tqdm_available() -> bool:
     return True
 
 
-def _pad(a: np.ndarray, length: int, axis: int) -> np.ndarray:
-    """Pads ``a`` along ``axis`` to ``length`` by repeating its last entry."""
-    missing = length - a.shape[axis]
-    if missing == 0:
-        return a
-    last = np.take(a, [-1], axis=axis)
-    return np.concatenate([a, np.repeat(last, missing, axis=axis)], axis=axis)
-
-
 def _pad_nan(a: np.ndarray, num_steps: int) -> np.ndarray:
     """``(lanes, steps_run)`` -> ``(lanes, num_steps)``, NaN for steps never run."""
     out = np.full((a.shape[0], num_steps), np.nan, np.float32)
     out[:, : a.shape[1]] = a
     return out
-
-
-def _validation_batches(val_data: Any, val_batch_size: int | None) -> Any:
-    """Stacks validation data into ``(num_batches, batch, ...)`` arrays."""
-    if _lanes.is_batch_stream(val_data):
-        batches = list(val_data)
-        if not batches:
-            raise ValueError("val_data must contain at least one batch")
-        try:
-            return jax.tree.map(lambda *b: jnp.stack([np.asarray(x) for x in b]), *batches)
-        except ValueError as e:
-            raise ValueError(f"val_data batches must share structure and shapes: {e}") from e
-    n = _lanes.example_count(val_data, "val_data")
-    size = n if val_batch_size is None else val_batch_size
-    _lanes.check_count("val_batch_size", size)
-    if size > n:
-        raise ValueError(f"val_batch_size ({size}) is larger than val_data ({n} examples)")
-    k = n // size
-    return jax.tree.map(
-        lambda a: jnp.asarray(a)[: k * size].reshape(k, size, *np.shape(a)[1:]), val_data
-    )
-
-
-class _BatchStream:
-    """Pulls ready-made batches from an iterable, restarting it when exhausted."""
-
-    def __init__(self, data: Any):
-        self._data = data
-        self._it = iter(data)
-        self._size: int | None = None
-
-    def _next(self) -> Any:
-        for attempt in range(2):
-            try:
-                return next(self._it)
-            except StopIteration:
-                if attempt or iter(self._data) is self._data:
-                    raise ValueError(
-                        "data ran out of batches; pass a re-iterable (list, DataLoader) "
-                        "or more batches"
-                    ) from None
-                self._it = iter(self._data)
-        raise AssertionError("unreachable")
-
-    def take(self, n: int) -> Any:
-        """The next ``n`` batches stacked on a new leading axis (NumPy)."""
-        batches = []
-        while len(batches) < n:
-            batch = jax.tree.map(np.asarray, self._next())
-            size = _lanes.example_count(batch, "a batch of data")
-            if self._size is None:
-                self._size = size
-            if size == self._size:  # a short last batch of an epoch is skipped
-                batches.append(batch)
-        return jax.tree.map(lambda *b: np.stack(b), *batches)

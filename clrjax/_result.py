@@ -49,6 +49,9 @@ class RangeTestResult:
       ... )
       >>> print(r.num_lanes, r.lane_label(1))
       2 weight_decay=0.0001
+      >>> r
+      RangeTestResult(2 lanes x 3 steps, lr 0.01..1, grid=('weight_decay',), diverged=1/2,
+      strategy='vmap/scan')
     """
 
     lrs: np.ndarray
@@ -60,6 +63,14 @@ class RangeTestResult:
     val_steps: np.ndarray | None = None
     val_losses: np.ndarray | None = None
     strategy: str = "vmap/scan"
+
+    def __repr__(self) -> str:
+        diverged = int(np.sum(self.diverged_at >= 0))
+        return (
+            f"RangeTestResult({self.num_lanes} lanes x {self.num_steps} steps, "
+            f"lr {self.lrs[0]:g}..{self.lrs[-1]:g}, grid={self.grid_names}, "
+            f"diverged={diverged}/{self.num_lanes}, strategy={self.strategy!r})"
+        )
 
     @property
     def num_lanes(self) -> int:

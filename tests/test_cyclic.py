@@ -162,6 +162,21 @@ def test_every_numeric_argument_traces(name):
     assert_traceable(lambda v: clrjax.cyclic_schedule(**(base | {name: v})), LR_ARGS[name], STEPS)
 
 
+@pytest.mark.parametrize(
+    "factory", [clrjax.triangular_schedule, clrjax.triangular2_schedule, clrjax.exp_range_schedule]
+)
+@pytest.mark.parametrize("name", ["base_lr", "max_lr", "step_size_up", "step_size_down"])
+def test_shorthand_arguments_trace(factory, name):
+    base = dict(base_lr=0.1, max_lr=1.0, step_size_up=4, step_size_down=6)
+    assert_traceable(lambda v: factory(**(base | {name: v})), LR_ARGS[name], STEPS)
+
+
+def test_exp_range_shorthand_gamma_traces():
+    assert_traceable(
+        lambda v: clrjax.exp_range_schedule(0.1, 1.0, 4, gamma=v), LR_ARGS["gamma"], STEPS
+    )
+
+
 @pytest.mark.parametrize("name", ["base_momentum", "max_momentum", "step_size_up"])
 def test_momentum_arguments_trace(name):
     base = dict(base_momentum=0.8, max_momentum=0.9, step_size_up=4, mode="triangular2")

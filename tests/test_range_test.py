@@ -1,6 +1,11 @@
 """Tests for clrjax.range_test (the vmapped LR range test)."""
 
-import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -148,6 +153,36 @@ def test_default_optimizer_is_torch_sgd():
         w = w - r.lrs[t] * buf
 
 
+GOLDENS = json.loads(
+    (pathlib.Path(__file__).parent / "data" / "range_test_goldens.json").read_text()
+)
+
+
+@pytest.mark.parametrize("case", GOLDENS["cases"], ids=lambda c: c["name"])
+def test_matches_torch_lr_finder(case):
+    # scripts/gen_range_test_goldens.py: torch-lr-finder + torch.optim.SGD, ordered batches.
+    r = clrjax.range_test(
+        mse,
+        jnp.asarray(GOLDENS["w0"]),
+        (np.asarray(GOLDENS["x"], np.float32), np.asarray(GOLDENS["y"], np.float32)),
+        batch_size=GOLDENS["batch_size"],
+        num_steps=case["num_iter"],
+        start_lr=case["start_lr"],
+        end_lr=case["end_lr"],
+        ramp=case["step_mode"],
+        grid={"momentum": [case["momentum"]], "weight_decay": [case["weight_decay"]]},
+        shuffle=False,
+        smoothing="ema",
+        beta=1 - case["smooth_f"],
+        diverge_threshold=case["diverge_th"],
+    )
+    k = len(case["lrs"])
+    assert k < case["num_iter"]  # torch-lr-finder stopped at the diverging step ...
+    assert r.diverged_at[0] == k - 1  # ... which is where the lane diverged
+    np.testing.assert_allclose(r.lrs[:k], case["lrs"], rtol=1e-12)
+    np.testing.assert_allclose(r.smoothed[0, :k], case["smoothed"], rtol=2e-4)
+
+
 # --------------------------------------------------------------- divergence
 
 
@@ -266,6 +301,51 @@ def test_strategies_agree(lanes, driver, strategy):
     np.testing.assert_array_equal(r.diverged_at, reference.diverged_at)
 
 
+@pytest.mark.usefixtures("x64")
+def test_x64_learning_rates_keep_state_dtypes():
+    # float64 LRs/hyperparameters with float32 params: optimizer state stays float32.
+    r = run(grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+    assert np.all(np.isfinite(r.losses[:, 0]))
+    w64 = run(params=jnp.zeros(D, jnp.float64), optimizer=optax.adam, grid={"b1": [0.9]})
+    assert np.all(np.isfinite(w64.losses[:, 0]))
+
+
+def test_shard_lanes_over_two_devices():
+    # A fresh process: the CPU device count is fixed when JAX starts.
+    script = textwrap.dedent(
+        """
+        import jax, numpy as np, clrjax
+        from clrjax import _driver
+        assert len(jax.devices()) == 2
+        x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        data = (x, x.sum(1))
+        loss = lambda w, b: ((b[0] @ w - b[1]) ** 2).mean()
+        kw = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=10.0,
+                  grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+        shardings = []
+        drive = _driver.drive
+        def spy(*args, **kwargs):
+            out = drive(*args, **kwargs)
+            shardings.append(getattr(out[0]["params"].sharding, "spec", None))
+            return out
+        _driver.drive = spy
+        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, **kw)
+        b = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True, **kw)
+        np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+        assert shardings[1] == jax.sharding.PartitionSpec("lanes"), shardings
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(ValueError, match="multiple"):
+        _lanes.lane_placement(3, jax.devices() * 2)
+
+
 def test_custom_optimizer_grid():
     r = run(optimizer=optax.adam, grid={"b1": [0.9, 0.5]}, end_lr=1.0)
     assert r.losses.shape == (2, 30)
@@ -276,12 +356,12 @@ def test_custom_optimizer_grid():
 
 
 def test_shuffle_and_batch_indices():
-    idx = _lanes.batch_indices(10, 3, 7, True, jax.random.key(0))[0]
+    idx = _lanes.batch_indices(10, 3, 7, True, jax.random.key(0))
     assert idx.shape == (7, 3)
     for epoch in (idx[:3], idx[3:6]):  # 3 full batches per epoch, no repeats inside
         assert len(set(epoch.ravel())) == 9
     assert not np.array_equal(idx[:3], idx[3:6])
-    plain = _lanes.batch_indices(10, 3, 4, False, jax.random.key(0))[0]
+    plain = _lanes.batch_indices(10, 3, 4, False, jax.random.key(0))
     np.testing.assert_array_equal(plain.ravel(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2])
 
 
@@ -300,6 +380,8 @@ def test_iterable_of_batches_matches_arrays():
     reference = run(shuffle=False)
     r = run(data=[*batches, (X[:5], Y[:5])])  # the short batch is skipped
     np.testing.assert_allclose(r.losses, reference.losses, rtol=1e-6, equal_nan=True)
+    generated = run(data=(b for b in batches * 8), shuffle=False)
+    np.testing.assert_allclose(generated.losses, reference.losses, rtol=1e-6, equal_nan=True)
     with pytest.raises(ValueError, match="ran out"):
         run(data=iter(batches))
 
@@ -319,6 +401,24 @@ def test_validation_losses():
     np.testing.assert_allclose(r.val_losses[0, :3], r.losses[0, [3, 6, 9]], rtol=1e-5)
     batched = run(val_data=[(X[:32], Y[:32]), (X[32:], Y[32:])], val_every=3, **full)
     np.testing.assert_allclose(batched.val_losses, r.val_losses, rtol=1e-5)
+    halves = run(val_data=(X, Y), val_every=3, val_batch_size=N // 2, **full)
+    np.testing.assert_allclose(halves.val_losses, r.val_losses, rtol=1e-5)
+
+
+def test_validation_is_nan_after_divergence():
+    r = run(val_data=(X, Y), val_every=2, end_lr=1e3, stop_early=False)
+    d = r.diverged_at[0]
+    assert 0 < d < 28
+    after = r.val_steps >= d
+    assert np.all(np.isnan(r.val_losses[0, after]))
+    assert np.all(np.isfinite(r.val_losses[0, ~after]))
+
+
+def test_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    r = run(progress=True, chunk_size=10)
+    assert r.strategy == "vmap/chunks"
+    assert "range test" in capsys.readouterr().err
 
 
 def test_model_state_is_threaded():
@@ -349,6 +449,15 @@ def test_rng_and_seeds():
     np.testing.assert_array_equal(seeded.hparams["seed"], [0, 1])
     assert seeded.grid_names == ("seed",)
     assert not np.allclose(seeded.losses[0], seeded.losses[1])
+
+
+def test_key_forms_agree():
+    typed = run(key=jax.random.key(7), num_steps=5)
+    for key in (7, jax.random.PRNGKey(7)):
+        np.testing.assert_array_equal(run(key=key, num_steps=5).losses, typed.losses)
+    assert not np.array_equal(run(key=8, num_steps=5).losses, typed.losses)
+    with pytest.raises(TypeError, match="key"):
+        run(key="seven")
 
 
 def test_init_fn_and_per_seed_shuffle():
@@ -405,6 +514,48 @@ def test_flax_linen_and_nnx():
     r2 = clrjax.range_test(nnx_loss, nnx_params, (X, Y), **FAST)
     assert np.all(np.isfinite(r2.losses[0, :10]))
 
+    class BNModel(linen.Module):
+        @linen.compact
+        def __call__(self, x, train):
+            x = linen.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+            return linen.Dense(1)(x)[:, 0]
+
+    bn = BNModel()
+    bn_vars = bn.init(jax.random.key(0), X[:2], train=False)
+
+    def bn_loss(params, state, batch):
+        x, y = batch
+        pred, updates = bn.apply(
+            {"params": params, **state}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.mean((pred - y) ** 2), updates
+
+    stats0 = bn_vars["batch_stats"]
+    r3 = clrjax.range_test(
+        bn_loss, bn_vars["params"], (X, Y), state={"batch_stats": stats0}, **FAST
+    )
+    assert np.all(np.isfinite(r3.losses[0, :10]))
+    np.testing.assert_array_equal(stats0["BatchNorm_0"]["mean"], np.zeros(D))
+
+    class NNXModel(nnx.Module):
+        def __init__(self, rngs):
+            self.bn = nnx.BatchNorm(D, momentum=0.5, rngs=rngs)
+            self.linear = nnx.Linear(D, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear(self.bn(x))[:, 0]
+
+    graphdef, nnx_params, nnx_stats = nnx.split(NNXModel(nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
+
+    def nnx_bn_loss(params, stats, batch):
+        module = nnx.merge(graphdef, params, stats, copy=True)  # fresh Variables per trace
+        loss = jnp.mean((module(batch[0]) - batch[1]) ** 2)
+        return loss, nnx.state(module, nnx.BatchStat)
+
+    r4 = clrjax.range_test(nnx_bn_loss, nnx_params, (X, Y), state=nnx_stats, **FAST)
+    assert np.all(np.isfinite(r4.losses[0, :10]))
+    np.testing.assert_array_equal(nnx_stats["bn"]["mean"][...], np.zeros(D))
+
 
 # ------------------------------------------------------------- bad input
 
@@ -433,7 +584,11 @@ def test_flax_linen_and_nnx():
         (dict(shuffle="per_lane"), ValueError, "shuffle"),
         (dict(accumulation_steps=0), ValueError, "accumulation_steps"),
         (dict(params=None), ValueError, "init_fn"),
+        (dict(compute_dtype=jnp.int8), ValueError, "compute_dtype"),
+        (dict(shuffle="per_seed"), ValueError, "seeds"),
+        (dict(val_data=(X, Y), val_batch_size=N + 1), ValueError, "val_batch_size"),
         (dict(optimizer=optax.adam, grid={"momentum": [0.9]}), ValueError, "momentum"),
+        (dict(optimizer=optax.inject_hyperparams(optax.sgd)), ValueError, "inject_hyperparams"),
     ],
 )
 def test_bad_input(kwargs, error, match):
@@ -441,8 +596,7 @@ def test_bad_input(kwargs, error, match):
         run(**kwargs)
 
 
-def test_result_suggest_after_merge():
-    # Runs against clrjax._suggest (merged from the suggest branch).
+def test_result_suggest_and_best():
     r = run(grid={"weight_decay": [1e-3, 0.0]}, end_lr=30.0)
     lrs = r.suggest()
     assert lrs.shape == (2,)
@@ -450,4 +604,5 @@ def test_result_suggest_after_merge():
     best = r.best()
     assert best.index in (0, 1)
     assert best.lr == pytest.approx(lrs[best.index])
-    assert functools.reduce(lambda a, b: a and b, [k in best.hparams for k in r.grid_names])
+    assert best.hparams == r.lane_hparams(best.index)
+    assert list(best.hparams) == list(r.grid_names)
