@@ -36,6 +36,10 @@ EXIT_INTERRUPTED = 130
 DEMO_WEIGHT_DECAYS = (1e-3, 1e-4, 1e-5, 0.0)
 DEMO_BETA = 0.9
 _TABLE_METHODS = ("valley", "steepest")
+_EPILOG = (
+    "exit status: 0 success; 1 the run failed (missing optional dependency, no suggestion, "
+    "unwritable output); 2 bad usage or an invalid option value; 130 interrupted"
+)
 
 
 class _Failure(Exception):
@@ -87,6 +91,13 @@ def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _lane_text(hparams: dict[str, Any]) -> str:
+    """``"weight_decay=1e-3, momentum=0.9"``, formatted like the table."""
+    from clrjax.plotting import _format_value
+
+    return ", ".join(f"{k}={_format_value(v)}" for k, v in hparams.items())
 
 
 def _lane_table(result: Any, methods: Sequence[str]) -> str:
@@ -172,7 +183,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise _Failure(f"the lane with the lowest loss gave no {args.method!r} suggestion")
     print(
         f"\nSuggested learning rate ({args.method}): {best.lr:.2e}"
-        f"  (lane {best.index}: {result.lane_label(best.index)}, lowest smoothed loss)"
+        f"  (lane {best.index}: {_lane_text(best.hparams)}, lowest smoothed loss)"
     )
     if not args.no_plot:
         title = f"LR range test: {args.dataset}, MLP, {args.steps} steps"
@@ -275,7 +286,7 @@ def _add_common(parser: argparse.ArgumentParser, out: str) -> None:
         "--method",
         choices=SUGGESTION_METHODS,
         default="valley",
-        help="LR suggestion method (see clrjax.suggest; default: %(default)s)",
+        help="LR suggestion method for the overall pick (see clrjax.suggest; default: %(default)s)",
     )
     parser.add_argument(
         "--out", default=out, help="where to save the plot (PNG; default: %(default)s)"
@@ -289,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clrjax",
         description=(
             "Cyclical learning rates, one-cycle schedules and a vmapped LR range test "
-            "for JAX + Optax. Exit status: 0 success, 1 failed run, 2 bad usage."
+            "for JAX + Optax. `clrjax COMMAND --help` explains each command's options."
         ),
+        epilog=_EPILOG,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -303,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Prints each lane's suggested learning rates and where it diverged, then the "
             "suggestion of the lane reaching the lowest loss, and saves the plot."
         ),
+        epilog=_EPILOG,
     )
     _add_common(demo, "range_test.png")
     demo.set_defaults(run=_cmd_demo)
@@ -339,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=_positive_int,
         default=1,
-        help="initialisation seeds per configuration (default: %(default)s)",
+        help="initialisation seeds per configuration; more than 1 adds a seed column "
+        "(default: %(default)s)",
     )
     demo.add_argument(
         "--hidden",
@@ -357,7 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
         "default, fastai's 0.98, lags about 50 steps, too long for a 200-step ramp over "
         "six decades)",
     )
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (otherwise shown when tqdm is installed and stderr is a terminal)",
+    )
 
     train = commands.add_parser(
         "train-demo",
@@ -367,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
             "suggestion (constant and decayed) and with a one-cycle schedule peaking at it, "
             "several seeds each, and prints test accuracy per arm."
         ),
+        epilog=_EPILOG,
     )
     _add_common(train, "train_demo.png")
     train.set_defaults(run=_cmd_train_demo)
@@ -399,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "schedules",
         help="save one picture per schedule family (the README's figures)",
         description="Saves triangular, triangular2, exp_range, one_cycle and sgdr PNGs.",
+        epilog=_EPILOG,
     )
     schedules.set_defaults(run=_cmd_schedules)
     schedules.add_argument(

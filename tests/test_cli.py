@@ -60,6 +60,7 @@ def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys):
     assert len(rows) == 4
     assert [row.split()[1] for row in rows] == ["1e-3", "1e-4", "1e-5", "0"]
     assert "Suggested learning rate (valley):" in out
+    assert "momentum=0.9, lowest smoothed loss)" in out
     assert out_png.read_bytes()[:8] == PNG_MAGIC
 
 
@@ -117,6 +118,18 @@ def test_unwritable_output_exits_1(tmp_path, capsys):
     out_png = tmp_path / "missing" / "rt.png"
     assert _cli.main([*FAST_DEMO, "--out", str(out_png)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_demo_prints_table_and_saves_plot(tmp_path, capsys):
+    out_png = tmp_path / "train.png"
+    argv = ["train-demo", "--epochs", "1", "--seeds", "1", "--lr", "0.1", "--out", str(out_png)]
+    assert _cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| baseline |" in out
+    assert "one-cycle" in out
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+    assert _cli.main(["train-demo", "--seeds", "0"]) == 2
+    assert "argument --seeds" in capsys.readouterr().err
 
 
 def test_schedules_writes_one_png_per_family(tmp_path, capsys):
