@@ -20,6 +20,7 @@ options); 130 when interrupted. Errors are printed on stderr as
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -75,7 +76,7 @@ _unit_float = _float_type("a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def _format_lr(lr: float) -> str:
-    return f"{lr:.2e}" if lr == lr else "-"
+    return "-" if math.isnan(lr) else f"{lr:.2e}"
 
 
 def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -175,25 +176,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"done in {elapsed:.1f} s (compile included; strategy {result.strategy})\n")
     methods = tuple(dict.fromkeys([*_TABLE_METHODS, args.method]))
     print(_lane_table(result, methods))
-    try:
-        best = result.best(args.method)
-    except ValueError as e:
-        raise _Failure(f"no suggestion: {e}") from e
-    if best.lr != best.lr:
-        raise _Failure(f"the lane with the lowest loss gave no {args.method!r} suggestion")
-    print(
-        f"\nSuggested learning rate ({args.method}): {best.lr:.2e}"
-        f"  (lane {best.index}: {_lane_text(best.hparams)}, lowest smoothed loss)"
-    )
     if not args.no_plot:
         title = f"LR range test: {args.dataset}, MLP, {args.steps} steps"
         if len(args.weight_decays) > 1 and len(args.momenta) > 1:
             fig = plotting.plot_range_test_grid(result, suggest=methods, title=title)
         else:
-            ax = plotting.plot_range_test(result, suggest=methods, title=title)
-            fig = ax.figure
+            fig = plotting.plot_range_test(result, suggest=methods, title=title).figure
         _save_figure(fig, args.out)
-        print(f"plot saved to {args.out}")
+        print(f"\nplot saved to {args.out}")
+    try:
+        best = result.best(args.method)
+    except ValueError as e:
+        raise _Failure(f"no suggestion: {e}") from e
+    if math.isnan(best.lr):
+        raise _Failure(f"the lane with the lowest loss gave no {args.method!r} suggestion")
+    print(
+        f"\nSuggested learning rate ({args.method}): {best.lr:.2e}"
+        f"  (lane {best.index}: {_lane_text(best.hparams)}, lowest smoothed loss)"
+    )
     return EXIT_OK
 
 

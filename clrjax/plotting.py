@@ -210,8 +210,9 @@ def plot_range_test(
     Each lane's smoothed loss is a line over faint points of its raw loss; the
     lanes are coloured and labelled by the hyperparameters that differ between
     them (a sequential colormap when one numeric hyperparameter varies, such
-    as Smith's weight-decay grid). Lanes that differ only in ``label_by``-less
-    ways (seeds, by default) share a colour and a legend entry. Markers show
+    as Smith's weight-decay grid). Lanes with equal ``label_by`` values (by
+    default the seeds of one configuration) share a colour and a legend
+    entry. Markers show
     the learning rates :meth:`RangeTestResult.suggest` picks for each method and
     an ``x`` where each diverged lane stopped; validation losses, when
     recorded, are dashed lines at the learning rates of their steps.

@@ -20,11 +20,15 @@ def _close_figures():
 
 
 def _table_rows(out):
-    """The rows of the lane table: the lines between the rule and the blank line."""
+    """The header and rows of the lane table (the rows end at a blank line)."""
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("----")) + 1
-    end = lines.index("", start)
-    return lines[start - 2], lines[start:end]
+    rows = []
+    for line in lines[start:]:
+        if not line:
+            break
+        rows.append(line)
+    return lines[start - 2], rows
 
 
 def _subparsers():
@@ -76,13 +80,6 @@ def test_demo_grid_of_momenta_and_seeds(tmp_path, capsys):
     assert len(rows) == 8
     assert "Suggested learning rate (minimum):" in out
     assert out_png.read_bytes()[:8] == PNG_MAGIC
-
-
-def test_demo_no_plot_writes_nothing(tmp_path, capsys):
-    out_png = tmp_path / "none.png"
-    assert _cli.main([*FAST_DEMO, "--no-plot", "--out", str(out_png)]) == 0
-    assert "Suggested learning rate" in capsys.readouterr().out
-    assert not out_png.exists()
 
 
 @pytest.mark.parametrize(
@@ -146,6 +143,23 @@ def test_schedules_writes_one_png_per_family(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     assert len(capsys.readouterr().out.splitlines()) == 5
     assert _cli.main(["schedules", "--out-dir", str(tmp_path / "nope")]) == 1
+
+
+def test_missing_matplotlib_exits_1_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    assert _cli.main(["schedules", "--out-dir", str(tmp_path)]) == 1
+    assert "pip install 'clrjax[plot]'" in capsys.readouterr().err
+
+
+def test_too_short_test_gives_no_suggestion_exit_1(tmp_path, capsys):
+    out_png = tmp_path / "short.png"
+    argv = ["demo", "--steps", "3", "--no-progress", "--hidden", "16", "--no-plot"]
+    assert _cli.main([*argv, "--out", str(out_png)]) == 1
+    captured = capsys.readouterr()
+    assert "gave no 'valley' suggestion" in captured.err
+    _, rows = _table_rows(captured.out)  # the table comes out all the same
+    assert len(rows) == 4
+    assert not out_png.exists()  # --no-plot
 
 
 def test_python_m_clrjax_help():
