@@ -262,6 +262,8 @@ def plot_range_test(
       >>> ax = plot_range_test(result, suggest=["valley", "steepest"])
       >>> print([line.get_label() for line in ax.lines if line.get_gid() == "clrjax-smoothed"])
       ['weight_decay=1e-4', 'weight_decay=0']
+      >>> import matplotlib.pyplot as plt
+      >>> plt.close(ax.figure)
     """
     plt = _pyplot()
     from matplotlib.lines import Line2D
@@ -456,6 +458,8 @@ def plot_range_test_grid(
       >>> fig = plot_range_test_grid(result, suggest=None)
       >>> print(len(fig.axes), fig.axes[1].get_title())
       4 weight_decay=1e-4, momentum=0.95
+      >>> import matplotlib.pyplot as plt
+      >>> plt.close(fig)
     """
     plt = _pyplot()
     for name in ("ax", "lanes"):
@@ -548,6 +552,8 @@ def plot_schedule(
       >>> ax = plot_schedule(optax.cosine_decay_schedule(0.1, 100), 100, label="cosine")
       >>> print(len(ax.lines), ax.lines[0].get_label())
       1 cosine
+      >>> import matplotlib.pyplot as plt
+      >>> plt.close(ax.figure)
     """
     plt = _pyplot()
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:

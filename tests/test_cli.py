@@ -15,6 +15,9 @@ FAST_DEMO = ["demo", "--steps", "20", "--no-progress", "--hidden", "16"]
 
 @pytest.fixture(autouse=True)
 def _close_figures():
+    # Before too: figures other tests left open count towards matplotlib's
+    # more-than-20-figures warning, an error under this suite's filterwarnings.
+    plt.close("all")
     yield
     plt.close("all")
 

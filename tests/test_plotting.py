@@ -16,6 +16,9 @@ LRS = np.geomspace(1e-5, 10.0, NUM_STEPS)
 
 @pytest.fixture(autouse=True)
 def _close_figures():
+    # Before too: figures other tests left open count towards matplotlib's
+    # more-than-20-figures warning, an error under this suite's filterwarnings.
+    plt.close("all")
     yield
     plt.close("all")
 
@@ -95,6 +98,15 @@ def test_one_curve_per_lane_labelled_by_grid(wd_result):
     assert ax.get_xscale() == "log"
     assert ax.get_xlabel() == "learning rate"
     assert _legend_texts(ax)[:4] == [line.get_label() for line in smoothed]
+
+
+def test_result_plot_delegates(wd_result):
+    ax = wd_result.plot(suggest="steepest", title="via result.plot")
+    assert ax.get_title() == "via result.plot"
+    assert len(_lines(ax, "clrjax-smoothed")) == 4
+    assert [c.get_label() for c in _collections(ax, "clrjax-suggestion")] == [
+        "suggested (steepest)"
+    ]
 
 
 def test_sequential_colours_follow_numeric_order(wd_result):
