@@ -47,6 +47,8 @@ _CMAP_RANGE = (0.0, 0.85)
 # The automatic y-limit stops at the first smoothed loss plus this fraction of
 # the drop from it to the lowest smoothed loss.
 _YLIM_HEADROOM = 0.5
+# Line styles telling apart the values of a second hyperparameter.
+_LINESTYLES = ("-", "--", ":", "-.")
 # Fraction of the data range added above schedule curves per legend row.
 _LEGEND_BAND = 0.3
 
@@ -111,30 +113,52 @@ def _default_label_by(result: RangeTestResult, idx: np.ndarray) -> tuple[str, ..
     return without_seed or varying
 
 
-def _group_colours(
-    result: RangeTestResult, idx: np.ndarray, label_by: tuple[str, ...], cmap: Any
-) -> tuple[list[tuple], dict[tuple, Any]]:
-    """Lanes' group keys (their ``label_by`` values) and one colour per group.
+def _palette(values: list, numeric: bool, cmap: Any) -> dict:
+    """One colour per value: a sequential colormap in value order when
+    ``numeric`` (or a ``cmap`` is given), else the qualitative ``tab10`` cycle."""
+    if len(values) > 1 and (numeric or cmap is not None):
+        colormap = _pyplot().get_cmap(cmap or "viridis")
+        ordered = sorted(values) if numeric else values
+        positions = np.linspace(*_CMAP_RANGE, len(ordered))
+        return {v: colormap(p) for v, p in zip(ordered, positions, strict=True)}
+    return {v: f"C{k % 10}" for k, v in enumerate(values)}
 
-    One numeric axis (other than ``seed``) gets a sequential colormap ordered
-    by value; anything else gets a qualitative cycle in order of appearance.
+
+def _is_numeric_axis(name: str, values: list) -> bool:
+    """A hyperparameter whose values are ordered quantities (seeds are not)."""
+    return name != "seed" and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    )
+
+
+def _group_styles(
+    result: RangeTestResult,
+    idx: np.ndarray,
+    label_by: tuple[str, ...],
+    cmap: Any,
+    linestyles: bool,
+) -> tuple[list[tuple], dict[tuple, tuple[Any, str]]]:
+    """Lanes' group keys (their ``label_by`` values) and a (colour, linestyle) per group.
+
+    With two ``label_by`` names (and ``linestyles``), the first picks the
+    colour and the second, when it has at most four values, the line style;
+    otherwise every group gets its own colour and solid lines.
     """
-    plt = _pyplot()
     keys = [tuple(np.asarray(result.hparams[n])[i].item() for n in label_by) for i in idx]
     groups = list(dict.fromkeys(keys))
-    numeric = (
-        label_by != ("seed",)
-        and len(label_by) == 1
-        and all(isinstance(g[0], (int, float)) and not isinstance(g[0], bool) for g in groups)
-    )
-    if len(groups) > 1 and (numeric or cmap is not None):
-        colormap = plt.get_cmap(cmap or "viridis")
-        ordered = sorted(groups) if numeric else groups
-        positions = np.linspace(*_CMAP_RANGE, len(ordered))
-        colours = {g: colormap(p) for g, p in zip(ordered, positions, strict=True)}
-    else:
-        colours = {g: f"C{k % 10}" for k, g in enumerate(groups)}
-    return keys, colours
+    if len(label_by) == 1:
+        values = [g[0] for g in groups]
+        colours = _palette(values, _is_numeric_axis(label_by[0], values), cmap)
+        return keys, {g: (colours[g[0]], "-") for g in groups}
+    if linestyles and len(label_by) == 2:
+        firsts = list(dict.fromkeys(g[0] for g in groups))
+        seconds = list(dict.fromkeys(g[1] for g in groups))
+        if len(seconds) <= len(_LINESTYLES):
+            colours = _palette(firsts, _is_numeric_axis(label_by[0], firsts), cmap)
+            styles = dict(zip(seconds, _LINESTYLES, strict=False))
+            return keys, {g: (colours[g[0]], styles[g[1]]) for g in groups}
+    colours = _palette(groups, False, cmap)
+    return keys, {g: (colours[g], "-") for g in groups}
 
 
 def _auto_ylim(curves: np.ndarray) -> tuple[float, float] | None:
@@ -210,7 +234,9 @@ def plot_range_test(
     Each lane's smoothed loss is a line over faint points of its raw loss; the
     lanes are coloured and labelled by the hyperparameters that differ between
     them (a sequential colormap when one numeric hyperparameter varies, such
-    as Smith's weight-decay grid). Lanes with equal ``label_by`` values (by
+    as Smith's weight-decay grid; with two, the first sets the colour and the
+    second, up to four values, the line style, unless validation curves are
+    drawn). Lanes with equal ``label_by`` values (by
     default the seeds of one configuration) share a colour and a legend
     entry. Markers show
     the learning rates :meth:`RangeTestResult.suggest` picks for each method and
@@ -288,7 +314,10 @@ def plot_range_test(
     if ax is None:
         _, ax = plt.subplots()
 
-    keys, colours = _group_colours(result, idx, label_by, cmap)
+    has_val = show_val and result.val_steps is not None and result.val_losses is not None
+    # Validation curves are dashed, so line styles only encode a hyperparameter without them.
+    keys, styles = _group_styles(result, idx, label_by, cmap, linestyles=not has_val)
+    colours = {key: colour for key, (colour, _) in styles.items()}
     handles = []
     for lane, key in zip(idx, keys, strict=True):
         if show_raw:
@@ -308,6 +337,7 @@ def plot_range_test(
             lrs[window],
             smoothed[lane, window],
             color=colours[key],
+            linestyle=styles[key][1],
             linewidth=1.6,
             gid="clrjax-smoothed",
             label=label or "_nolegend_",
@@ -315,7 +345,7 @@ def plot_range_test(
         if label and label not in [h.get_label() for h in handles]:
             handles.append(line)
 
-    if show_val and result.val_steps is not None and result.val_losses is not None:
+    if has_val:
         val_steps = np.asarray(result.val_steps)
         keep = (val_steps >= window.start) & (val_steps < window.stop)
         val_losses = np.asarray(result.val_losses, dtype=np.float64)

@@ -136,12 +136,32 @@ def test_seeds_share_colour_and_legend_entry():
     ]  # fmt: skip
 
 
-def test_two_varying_axes_get_qualitative_colours():
+def test_two_varying_axes_colour_and_line_style():
     curves = [_curve(1e-2 / (k + 1)) for k in range(4)]
     hparams = {"weight_decay": [1e-4, 1e-4, 0.0, 0.0], "momentum": [0.9, 0.95, 0.9, 0.95]}
-    ax = plotting.plot_range_test(_result(curves, hparams), suggest=None)
-    assert [line.get_color() for line in _lines(ax, "clrjax-smoothed")] == ["C0", "C1", "C2", "C3"]
+    result = _result(curves, hparams)
+    ax = plotting.plot_range_test(result, suggest=None)
+    lines = _lines(ax, "clrjax-smoothed")
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in lines]
+    assert colours[0] == colours[1] != colours[2] == colours[3]
+    assert [line.get_linestyle() for line in lines] == ["-", "--", "-", "--"]
     assert _legend_texts(ax)[1] == "weight_decay=1e-4, momentum=0.95"
+    # Validation curves are dashed: then every lane gets its own colour instead.
+    val_steps = np.arange(0, NUM_STEPS, 10)
+    with_val = _result(curves, hparams, val_steps=val_steps, val_losses=np.ones((4, 6)))
+    ax = plotting.plot_range_test(with_val, suggest=None)
+    lines = _lines(ax, "clrjax-smoothed")
+    assert [line.get_color() for line in lines] == ["C0", "C1", "C2", "C3"]
+    assert {line.get_linestyle() for line in lines} == {"-"}
+
+
+def test_more_than_four_second_values_fall_back_to_colours():
+    curves = [_curve(1e-2 / (k + 1)) for k in range(5)]
+    hparams = {"weight_decay": [1e-4, 0.0] * 2 + [1e-4], "momentum": [0.8, 0.85, 0.9, 0.95, 0.99]}
+    ax = plotting.plot_range_test(_result(curves, hparams), suggest=None)
+    lines = _lines(ax, "clrjax-smoothed")
+    assert [line.get_color() for line in lines] == ["C0", "C1", "C2", "C3", "C4"]
+    assert {line.get_linestyle() for line in lines} == {"-"}
 
 
 def test_suggestion_markers_sit_at_suggested_lrs(wd_result):
