@@ -56,10 +56,14 @@ def test_help_lists_commands_and_explains_every_option(capsys):
     assert {*required.split(), "--out", "--no-progress", "--no-plot"} <= demo_options
 
 
-def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys):
+def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys, monkeypatch):
     out_png = tmp_path / "rt.png"
-    assert _cli.main([*FAST_DEMO, "--out", str(out_png)]) == 0
-    out = capsys.readouterr().out
+    # Without --no-progress the bar shows when stderr is a terminal.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    argv = [a for a in FAST_DEMO if a != "--no-progress"]
+    assert _cli.main([*argv, "--out", str(out_png)]) == 0
+    out, err = capsys.readouterr()
+    assert "range test:" in err
     header, rows = _table_rows(out)
     assert header.split() == [
         "lane", "weight_decay", "momentum", "valley", "LR", "steepest", "LR", "diverged", "at"
@@ -71,12 +75,14 @@ def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys):
     assert out_png.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_demo_grid_of_momenta_and_seeds(tmp_path, capsys):
+def test_demo_grid_of_momenta_and_seeds(tmp_path, capsys, monkeypatch):
     out_png = tmp_path / "grid.png"
     argv = [*FAST_DEMO, "--weight-decays", "1e-4", "0", "--momenta", "0.8", "0.9"]
     argv += ["--seeds", "2", "--method", "minimum", "--out", str(out_png)]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert _cli.main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "range test" not in err  # --no-progress
     header, rows = _table_rows(out)
     assert "seed" in header.split()
     assert "minimum" in header.split()
