@@ -128,6 +128,7 @@ def headline(result: _train_demo.TrainDemoResult) -> str:
     fastest = 1 + int(np.argmin(to_target[1:].mean(axis=1)))
     arms = result.arms
     gain = paired(final[best], final[0])
+    saved = paired(to_target[0], to_target[fastest])
     return (
         f"**{result.dataset}**: the baseline (LR {arms[0].lr:g}) ends at "
         f"{final[0].mean():.1f} ± {final[0].std():.1f}% after {epochs} epochs. Best final "
@@ -136,7 +137,8 @@ def headline(result: _train_demo.TrainDemoResult) -> str:
         f"{_word(holds(*gain), 'higher', 'lower')}). Fastest to the baseline's final accuracy: "
         f"`{arms[fastest].name}` (LR {arms[fastest].lr:.3g}), "
         f"{to_target[fastest].mean():.1f} epochs on average vs. the baseline's "
-        f"{to_target[0].mean():.1f}. The library's default suggestion (`valley`) picked LR "
+        f"{to_target[0].mean():.1f} (paired: {_word(holds(*saved), 'faster', 'slower')}). "
+        "The library's default suggestion (`valley`) picked LR "
         f"{result.suggestions.get('valley', float('nan')):.3g}."
     )
 
