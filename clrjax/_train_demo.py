@@ -320,6 +320,19 @@ def make_arms(baseline_lr: float, suggestions: dict[str, float]) -> tuple[Arm, .
     return tuple(arms)
 
 
+def demo_problem(
+    dataset: str, hidden: Sequence[int], data_seed: int = 0
+) -> tuple[_demo_data.Dataset, Callable[[jax.Array], Any], tuple[int, ...]]:
+    """The dataset, ``init_fn(key) -> MLP params`` and the MLP's layer widths."""
+    data = _demo_data.load_dataset(dataset, seed=data_seed)
+    sizes = (data.x_train.shape[1], *hidden, data.num_classes)
+
+    def init_fn(key: jax.Array) -> Any:
+        return _demo_data.init_mlp(key, sizes)
+
+    return data, init_fn, sizes
+
+
 def run_train_demo(
     dataset: str = "digits",
     *,
@@ -378,12 +391,7 @@ def run_train_demo(
     batch_size = default_batch if batch_size is None else batch_size
     hidden = tuple(default_hidden if hidden is None else hidden)
 
-    data = _demo_data.load_dataset(dataset, seed=data_seed)
-    sizes = (data.x_train.shape[1], *hidden, data.num_classes)
-
-    def init_fn(key):
-        return _demo_data.init_mlp(key, sizes)
-
+    data, init_fn, sizes = demo_problem(dataset, hidden, data_seed)
     if lr is None:
         suggestions, lane_suggestions, range_result = suggest_lrs(
             _demo_data.mlp_loss,
@@ -424,6 +432,7 @@ def run_train_demo(
     settings = {
         "dataset": dataset,
         "model": f"MLP, layer widths {sizes}, ReLU",
+        "hidden": hidden,
         "train examples": len(data.x_train),
         "test examples": len(data.x_test),
         "epochs": epochs,
@@ -433,12 +442,15 @@ def run_train_demo(
         "optimizer": f"SGD, Nesterov momentum {momentum} (one-cycle: cycled 0.95 -> 0.85)",
         "baseline LR": baseline_lr,
         "per-epoch decay": decay_rate,
+        "momentum": momentum,
         "range test": (
             "skipped (lr given)"
             if lr is not None
-            else f"{range_test_steps} steps, LR {range_test_start_lr:g} -> "
-            f"{range_test_end_lr:g} (exponential), same optimizer and batch size, one lane per seed"
+            else "exponential LR ramp, same optimizer and batch size, one lane per seed"
         ),
+        "range test steps": range_test_steps,
+        "range test start LR": range_test_start_lr,
+        "range test end LR": range_test_end_lr,
         "suggestion methods": ", ".join(methods),
         "data seed": data_seed,
     }

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import clrjax
-from clrjax import _train_demo
+from clrjax import _demo_data, _train_demo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DATASETS = ("digits", "mnist1d")
@@ -40,6 +40,8 @@ QUICK = {"epochs": 2, "seeds": 2, "hidden": (16,), "range_test_steps": 30}
 # A paired difference (over seeds) counts as real when its mean exceeds this many
 # standard errors; otherwise the two arms are reported as not distinguishable.
 SE_RULE = 2.0
+# Start LRs of the extra range tests showing how the suggestions move with it.
+START_LRS = (1e-7, 1e-5, 1e-3)
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -126,6 +128,7 @@ def headline(result: _train_demo.TrainDemoResult) -> str:
     fastest = 1 + int(np.argmin(to_target[1:].mean(axis=1)))
     arms = result.arms
     gain = paired(final[best], final[0])
+    saved = paired(to_target[0], to_target[fastest])
     return (
         f"**{result.dataset}**: the baseline (LR {arms[0].lr:g}) ends at "
         f"{final[0].mean():.1f} ± {final[0].std():.1f}% after {epochs} epochs. Best final "
@@ -134,7 +137,8 @@ def headline(result: _train_demo.TrainDemoResult) -> str:
         f"{_word(holds(*gain), 'higher', 'lower')}). Fastest to the baseline's final accuracy: "
         f"`{arms[fastest].name}` (LR {arms[fastest].lr:.3g}), "
         f"{to_target[fastest].mean():.1f} epochs on average vs. the baseline's "
-        f"{to_target[0].mean():.1f}. The library's default suggestion (`valley`) picked LR "
+        f"{to_target[0].mean():.1f} (paired: {_word(holds(*saved), 'faster', 'slower')}). "
+        "The library's default suggestion (`valley`) picked LR "
         f"{result.suggestions.get('valley', float('nan')):.3g}."
     )
 
@@ -161,6 +165,37 @@ def summary(results: dict[str, _train_demo.TrainDemoResult]) -> list[str]:
             f"not distinguishable for {', '.join(unclear) or 'none'}."
         )
     return bullets
+
+
+def start_lr_table(result: _train_demo.TrainDemoResult) -> str:
+    """Markdown table: each method's suggestion for range tests started at each of START_LRS.
+
+    Everything else (model, optimizer, batch size, steps, seeds) is the result's.
+    """
+    s = result.settings
+    data, init_fn, _ = _train_demo.demo_problem(result.dataset, s["hidden"], s["data seed"])
+    methods = clrjax.SUGGESTION_METHODS
+    lines = [
+        "| start LR | " + " | ".join(methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for start_lr in START_LRS:
+        suggestions, _, _ = _train_demo.suggest_lrs(
+            _demo_data.mlp_loss,
+            init_fn,
+            data,
+            methods=methods,
+            batch_size=s["batch size"],
+            seeds=s["seeds"],
+            num_steps=s["range test steps"],
+            start_lr=start_lr,
+            end_lr=s["range test end LR"],
+            momentum=s["momentum"],
+        )
+        cells = [f"{suggestions[m]:.3g}" if m in suggestions else "-" for m in methods]
+        used = " (used above)" if start_lr == s["range test start LR"] else ""
+        lines.append(f"| {start_lr:g}{used} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def save_figure(result: _train_demo.TrainDemoResult, path: Path) -> None:
@@ -200,7 +235,12 @@ def save_figure(result: _train_demo.TrainDemoResult, path: Path) -> None:
     plt.close(fig)
 
 
-def render(results: dict[str, _train_demo.TrainDemoResult], seconds: float, argv: str) -> str:
+def render(
+    results: dict[str, _train_demo.TrainDemoResult],
+    start_lr_tables: dict[str, str],
+    seconds: float,
+    argv: str,
+) -> str:
     """The whole of docs/results.md."""
     out = [
         "# Does the range test pay off?",
@@ -251,8 +291,8 @@ def render(results: dict[str, _train_demo.TrainDemoResult], seconds: float, argv
         "ResNet, no data augmentation, tens of epochs, and test accuracies measured on the test "
         "split every epoch (no separate validation split), so the *best* accuracy column is "
         "optimistic; the *final* column is the honest one. The range test's suggestion depends "
-        "on the suggestion method (and on the test's start LR and length): read the verdict "
-        "row of each method.",
+        "on the suggestion method, and also on where the test starts (see each dataset's "
+        "start-LR table): read the verdict row of each method.",
     ]
     for dataset, r in results.items():
         settings = "\n".join(f"| {k} | {v} |" for k, v in r.settings.items())
@@ -279,6 +319,11 @@ def render(results: dict[str, _train_demo.TrainDemoResult], seconds: float, argv
             "|---|---|---|",
             lanes,
             "",
+            "The same range test started at other learning rates (log-median suggestion over "
+            "the seed lanes; the rest of the page uses the row marked *used above*):",
+            "",
+            start_lr_tables[dataset],
+            "",
             _train_demo.format_table(r),
             "",
             "Paired over seeds (mean ± standard error):",
@@ -301,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quick would overwrite docs/results.md; give --out-dir")
 
     start = time.perf_counter()
-    results = {}
+    results, start_lr_tables = {}, {}
     for dataset in args.datasets:
         kwargs = dict(QUICK) if args.quick else {"seeds": args.seeds}
         print(f"== {dataset}: range test, then {kwargs.get('seeds')} seeds per arm ...")
@@ -312,13 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         print(_train_demo.format_table(result))
         print(verdict_table(result))
         save_figure(result, args.out_dir / "img" / f"results_{dataset}.png")
+        start_lr_tables[dataset] = start_lr_table(result)
+        print(start_lr_tables[dataset])
     seconds = time.perf_counter() - start
     flags = " --quick" if args.quick else ""
     if args.datasets != list(DATASETS):
         flags += " --datasets " + " ".join(args.datasets)
     if args.seeds != parser.get_default("seeds"):
         flags += f" --seeds {args.seeds}"
-    page = render(results, seconds, flags)
+    page = render(results, start_lr_tables, seconds, flags)
     (args.out_dir / "results.md").write_text(page)
     print("\n".join(summary(results)))
     print(f"wrote {args.out_dir / 'results.md'} in {seconds:.0f} s")

@@ -229,13 +229,3 @@ def test_run_train_demo_with_a_given_lr_skips_the_range_test(monkeypatch):
     assert r.suggestions == {"given": 0.2} and r.range_test is None
     assert r.arm_names == ("baseline", "constant [given]", "decay [given]", "one-cycle [given]")
     np.testing.assert_allclose(r.peak_lrs, [0.01, 0.2, 0.2, 0.2])
-
-
-def test_cli_train_demo_prints_the_table(capsys):
-    from clrjax import _cli
-
-    argv = ["train-demo", "--epochs", "1", "--seeds", "1", "--batch-size", "256", "--lr", "0.1"]
-    assert _cli.main([*argv, "--no-plot"]) == 0
-    out = capsys.readouterr().out
-    assert "| baseline | 0.01 |" in out
-    assert "| one-cycle [given] | 0.1 |" in out
