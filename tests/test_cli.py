@@ -1,0 +1,182 @@
+"""Tests for the ``clrjax`` command line, run in-process through ``main``."""
+
+import os
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import pytest
+
+from clrjax import _cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST_DEMO = ["demo", "--steps", "20", "--no-progress", "--hidden", "16"]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    # Before too: figures other tests left open count towards matplotlib's
+    # more-than-20-figures warning, an error under this suite's filterwarnings.
+    plt.close("all")
+    yield
+    plt.close("all")
+
+
+def _table_rows(out):
+    """The header and rows of the lane table (the rows end at a blank line)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("----")) + 1
+    rows = []
+    for line in lines[start:]:
+        if not line:
+            break
+        rows.append(line)
+    return lines[start - 2], rows
+
+
+def _subparsers():
+    (action,) = [a for a in _cli.build_parser()._actions if a.dest == "command"]
+    return action.choices
+
+
+def test_help_lists_commands_and_explains_every_option(capsys):
+    assert _cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert set(_subparsers()) == {"demo", "train-demo", "schedules"}
+    for command, parser in _subparsers().items():
+        assert command in out
+        assert _cli.main([command, "--help"]) == 0
+        help_text = capsys.readouterr().out
+        for action in parser._actions:
+            assert action.help, action.option_strings
+            for option in action.option_strings:
+                assert option in help_text
+    demo_options = {o for a in _subparsers()["demo"]._actions for o in a.option_strings}
+    required = "--dataset --steps --start-lr --end-lr --weight-decays --momenta --seeds --method"
+    assert {*required.split(), "--out", "--no-progress", "--no-plot"} <= demo_options
+
+
+def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys, monkeypatch):
+    out_png = tmp_path / "rt.png"
+    # Without --no-progress the bar shows when stderr is a terminal.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    argv = [a for a in FAST_DEMO if a != "--no-progress"]
+    assert _cli.main([*argv, "--out", str(out_png)]) == 0
+    out, err = capsys.readouterr()
+    assert "range test:" in err
+    header, rows = _table_rows(out)
+    assert header.split() == [
+        "lane", "weight_decay", "momentum", "valley", "LR", "steepest", "LR", "diverged", "at"
+    ]  # fmt: skip
+    assert len(rows) == 4
+    assert [row.split()[1] for row in rows] == ["1e-3", "1e-4", "1e-5", "0"]
+    assert "Suggested learning rate (valley):" in out
+    assert "momentum=0.9, lowest smoothed loss)" in out
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_demo_grid_of_momenta_and_seeds(tmp_path, capsys, monkeypatch):
+    out_png = tmp_path / "grid.png"
+    argv = [*FAST_DEMO, "--weight-decays", "1e-4", "0", "--momenta", "0.8", "0.9"]
+    argv += ["--seeds", "2", "--method", "minimum", "--out", str(out_png)]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "range test" not in err  # --no-progress
+    header, rows = _table_rows(out)
+    assert "seed" in header.split()
+    assert "minimum" in header.split()
+    assert len(rows) == 8
+    assert "Suggested learning rate (minimum):" in out
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "COMMAND"),
+        (["demo", "--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
+        (["demo", "--steps", "ten"], "argument --steps"),
+        (["demo", "--start-lr", "-1"], "argument --start-lr: expected a positive number"),
+        (["demo", "--weight-decays", "-1e-4"], "argument --weight-decays"),
+        (["demo", "--momenta", "1.5"], "argument --momenta: expected a number in [0, 1)"),
+        (["demo", "--beta", "1"], "argument --beta: expected a number in [0, 1)"),
+        (["demo", "--method", "guess"], "argument --method: invalid choice: 'guess'"),
+        (["demo", "--dataset", "cifar10"], "argument --dataset: invalid choice"),
+        (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_options_exit_2_with_message(argv, message, capsys):
+    assert _cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_library_value_error_exits_2(capsys):
+    argv = [*FAST_DEMO, "--start-lr", "1.0", "--end-lr", "0.1", "--no-plot"]
+    assert _cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clrjax demo: error:")
+    assert "end_lr" in err
+
+
+def test_unwritable_output_exits_1(tmp_path, capsys):
+    out_png = tmp_path / "missing" / "rt.png"
+    assert _cli.main([*FAST_DEMO, "--out", str(out_png)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_demo_prints_table_and_saves_plot(tmp_path, capsys):
+    out_png = tmp_path / "train.png"
+    argv = ["train-demo", "--epochs", "1", "--seeds", "1", "--lr", "0.1", "--out", str(out_png)]
+    assert _cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| baseline |" in out
+    assert "one-cycle" in out
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+    assert _cli.main(["train-demo", "--seeds", "0"]) == 2
+    assert "argument --seeds" in capsys.readouterr().err
+
+
+def test_schedules_writes_one_png_per_family(tmp_path, capsys):
+    assert _cli.main(["schedules", "--out-dir", str(tmp_path), "--steps", "200"]) == 0
+    names = sorted(os.listdir(tmp_path))
+    assert names == [
+        "exp_range.png",
+        "one_cycle.png",
+        "sgdr.png",
+        "triangular.png",
+        "triangular2.png",
+    ]
+    for name in names:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert _cli.main(["schedules", "--out-dir", str(tmp_path / "nope")]) == 1
+
+
+def test_missing_matplotlib_exits_1_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    assert _cli.main(["schedules", "--out-dir", str(tmp_path)]) == 1
+    assert "pip install 'clrjax[plot]'" in capsys.readouterr().err
+
+
+def test_too_short_test_gives_no_suggestion_exit_1(tmp_path, capsys):
+    out_png = tmp_path / "short.png"
+    argv = ["demo", "--steps", "3", "--no-progress", "--hidden", "16", "--no-plot"]
+    assert _cli.main([*argv, "--out", str(out_png)]) == 1
+    captured = capsys.readouterr()
+    assert "gave no 'valley' suggestion" in captured.err
+    _, rows = _table_rows(captured.out)  # the table comes out all the same
+    assert len(rows) == 4
+    assert not out_png.exists()  # --no-plot
+
+
+def test_python_m_clrjax_help():
+    proc = subprocess.run(
+        [sys.executable, "-m", "clrjax", "--help"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: clrjax" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "clrjax"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "required: COMMAND" in proc.stderr
