@@ -22,8 +22,8 @@ from clrjax._warm_restarts import cosine_warm_restarts_schedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "RangeTestResult",
     "SUGGESTION_METHODS",
+    "RangeTestResult",
     "__version__",
     "cosine_warm_restarts_schedule",
     "cyclic_momentum_schedule",
