@@ -1,0 +1,390 @@
+"""How much cheaper K candidate runs are as lanes of one range test than as K runs.
+
+Every row trains ``K`` lanes for ``--steps`` steps of SGD (momentum 0.9) with an
+exponential learning-rate ramp, each lane with its own weight decay, on batches
+of ``--batch-size``:
+
+* ``loop/scan``: a Python loop over the K runs, each one call of a jitted
+  ``lax.scan`` over all steps (compiled once, weight decay passed as an argument);
+* ``loop/step``: a Python loop over the K runs and the steps, calling one jitted
+  single-lane train step (what most training scripts do);
+* ``torch-lr-finder``: ``LRFinder.range_test`` run K times (only when ``torch``
+  and ``torch_lr_finder`` import; ``torch.set_num_threads(2)``), same model and
+  optimizer, ``diverge_th=inf`` so every run does all steps;
+* ``clrjax/<lanes>``: ``clrjax.range_test`` with each lane strategy, and ``auto``.
+
+Steady-state time is the fastest of ``--repeats`` runs after a first (compiling)
+run; "compile" is the first run's time minus the steady time. Memory is the
+device's peak bytes in use where JAX reports it (GPU/TPU), else the peak growth
+of the process's resident set during the steady runs, sampled every 2 ms.
+
+Run from the repository root (the script puts the repository first on
+``sys.path``), with the torch environment for the torch rows::
+
+    python benchmarks/bench_range_test.py                # CPU defaults: a few minutes
+    python benchmarks/bench_range_test.py --workloads mlp512 --lanes 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _workloads import WORKLOADS, Workload, make_batches, make_workload
+
+import clrjax
+
+START_LR, END_LR, MOMENTUM = 1e-4, 1.0, 0.9
+LANE_STRATEGIES = ("vmap", "map", "sequential", "sharded", "auto")
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class _PeakMemory:
+    """Peak memory during a block: device peak bytes, or sampled RSS growth on CPU."""
+
+    def __init__(self):
+        self.device = jax.devices()[0]
+        self.peak_mb = float("nan")
+        self.source = ""
+
+    @staticmethod
+    def _rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def __enter__(self):
+        stats = self.device.memory_stats()
+        if stats and "peak_bytes_in_use" in stats:
+            self.source = "device peak"
+            return self
+        self.source = "RSS growth"
+        self._base = self._rss_mb()
+        self._top = self._base
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.002):
+                self._top = max(self._top, self._rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.source == "device peak":
+            self.peak_mb = self.device.memory_stats()["peak_bytes_in_use"] / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self._top, self._rss_mb()) - self._base
+
+
+def _measure(fn, repeats: int) -> dict[str, float]:
+    """Times ``fn()`` once cold (compiles) and ``repeats`` times warm."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times, peak = [], 0.0
+    for _ in range(repeats):
+        with _PeakMemory() as mem:
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times.append(time.perf_counter() - start)
+        peak = max(peak, mem.peak_mb)
+    steady = min(times)
+    return {"steady": steady, "compile": max(first - steady, 0.0), "mem_mb": peak}
+
+
+# ----------------------------------------------------------------------------- JAX baselines
+
+
+def _lrs(num_steps: int) -> jax.Array:
+    return START_LR * (END_LR / START_LR) ** (jnp.arange(num_steps) / max(num_steps - 1, 1))
+
+
+def _optimizer(num_steps: int, weight_decay) -> optax.GradientTransformation:
+    """SGD with momentum and coupled weight decay (torch.optim.SGD's weight_decay)."""
+    lrs = _lrs(num_steps)
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.sgd(lambda count: lrs[jnp.minimum(count, num_steps - 1)], momentum=MOMENTUM),
+    )
+
+
+def _single_lane(workload: Workload, num_steps: int):
+    """``init(params, wd) -> state`` and ``step(state, wd, batch) -> (state, loss)``."""
+
+    def init(params, weight_decay):
+        return params, _optimizer(num_steps, weight_decay).init(params)
+
+    def step(state, weight_decay, batch):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(workload.loss_fn)(params, batch)
+        updates, opt_state = _optimizer(num_steps, weight_decay).update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return init, step
+
+
+def loop_scan(workload: Workload, batches, weight_decays, num_steps: int):
+    """K calls of one jitted whole run (a ``lax.scan`` over the steps)."""
+    init, step = _single_lane(workload, num_steps)
+
+    @jax.jit
+    def run(params, weight_decay, xs, ys):
+        state = init(params, weight_decay)
+        _, losses = jax.lax.scan(lambda s, b: step(s, weight_decay, b), state, (xs, ys))
+        return losses
+
+    xs, ys = map(jnp.asarray, batches)
+    return lambda: jnp.stack([run(workload.params, wd, xs, ys) for wd in weight_decays])
+
+
+def loop_step(workload: Workload, batches, weight_decays, num_steps: int):
+    """K x num_steps calls of one jitted single-lane train step from Python."""
+    init, step = _single_lane(workload, num_steps)
+    init, step = jax.jit(init), jax.jit(step)
+    per_step = [(jnp.asarray(x), jnp.asarray(y)) for x, y in zip(*batches, strict=True)]
+
+    def run():
+        curves = []
+        for wd in weight_decays:
+            wd = jnp.asarray(wd, jnp.float32)
+            state, losses = init(workload.params, wd), []
+            for batch in per_step:
+                state, loss = step(state, wd, batch)
+                losses.append(loss)
+            curves.append(jnp.stack(losses))
+        return jnp.stack(curves)
+
+    return run
+
+
+# ----------------------------------------------------------------------------- torch baseline
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+        import torch_lr_finder  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_lr_finder_runs(workload: Workload, weight_decays, num_steps: int, batch_size: int):
+    """``LRFinder.range_test`` once per weight decay, on a DataLoader over the same data."""
+    import torch
+    from torch_lr_finder import LRFinder
+
+    torch.set_num_threads(2)
+    dataset = torch.utils.data.TensorDataset(
+        torch.from_numpy(workload.x), torch.from_numpy(workload.y).long()
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True
+    )
+
+    def run():
+        for wd in weight_decays:
+            model = workload.torch_model()
+            opt = torch.optim.SGD(
+                model.parameters(), lr=START_LR, momentum=MOMENTUM, weight_decay=float(wd)
+            )
+            finder = LRFinder(model, opt, torch.nn.CrossEntropyLoss(), device="cpu")
+            with contextlib.redirect_stdout(io.StringIO()):
+                finder.range_test(
+                    loader,
+                    end_lr=END_LR,
+                    num_iter=num_steps,
+                    step_mode="exp",
+                    diverge_th=float("inf"),
+                )
+            assert len(finder.history["loss"]) == num_steps
+
+    return run
+
+
+# ----------------------------------------------------------------------------- clrjax
+
+
+def clrjax_range_test(workload: Workload, weight_decays, num_steps: int, batch_size: int, lanes):
+    """One ``clrjax.range_test`` call over a weight-decay grid with strategy ``lanes``."""
+    if not hasattr(clrjax, "range_test"):
+        return None
+    data = (jnp.asarray(workload.x), jnp.asarray(workload.y))
+    info = {}
+
+    def run():
+        result = clrjax.range_test(
+            workload.loss_fn,
+            workload.params,
+            data,
+            batch_size=batch_size,
+            num_steps=num_steps,
+            start_lr=START_LR,
+            end_lr=END_LR,
+            momentum=MOMENTUM,
+            weight_decay=np.asarray(weight_decays, np.float32),
+            lanes=lanes,
+        )
+        info["strategy"] = result.strategy
+        return result.losses
+
+    return run, info
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def gemm_rate(n: int, repeats: int = 5) -> float:
+    """FLOP/s of an ``n x n`` float32 matmul (the machine's large-GEMM rate)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _versions() -> str:
+    parts = [f"python {platform.python_version()}", f"jax {jax.__version__}"]
+    import jaxlib
+
+    parts += [f"jaxlib {jaxlib.__version__}", f"optax {optax.__version__}"]
+    if torch_available():
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+    return ", ".join(parts)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _row(name, k, m, flops, gemm, loop_s, torch_s, note=""):
+    ratio = lambda base: f"{base / m['steady']:7.2f}x" if base else "      -"
+    return (
+        f"  {name:<22} K={k:<3d} steady {m['steady']:8.3f} s  compile {m['compile']:6.2f} s  "
+        f"{flops / m['steady'] / 1e9:7.1f} GFLOP/s ({flops / m['steady'] / gemm:5.1%} GEMM)  "
+        f"vs loop {ratio(loop_s)}  vs torch {ratio(torch_s)}  mem {m['mem_mb']:7.1f} MB"
+        + (f"  [{note}]" if note else "")
+    )
+
+
+def main(argv=None):
+    on_cpu = jax.default_backend() == "cpu"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    parser.add_argument("--lanes", default="1,4,16,64", help="K values, comma-separated")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--strategies", default=",".join(LANE_STRATEGIES))
+    parser.add_argument("--cnn-lanes", default="1,4,16" if on_cpu else None)
+    parser.add_argument("--cnn-steps", type=int, default=None)
+    parser.add_argument("--no-torch", action="store_true", help="skip torch-lr-finder rows")
+    parser.add_argument("--no-loop-scan", action="store_true")
+    parser.add_argument("--gemm-size", type=int, default=2048 if on_cpu else 8192)
+    parser.add_argument(
+        "--all", action="store_true", help="on CPU too: CIFAR CNN, all K, loop/scan for CNNs"
+    )
+    args = parser.parse_args(argv)
+
+    gemm = gemm_rate(args.gemm_size)
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; backend {jax.default_backend()}")
+    print(f"devices: {jax.devices()}")
+    print(f"versions: {_versions()}")
+    print(f"large GEMM ({args.gemm_size}^2 float32): {gemm / 1e9:.1f} GFLOP/s")
+    print(
+        f"task: {args.steps} steps, batch {args.batch_size}, SGD momentum {MOMENTUM}, exp LR ramp "
+        f"{START_LR:g} -> {END_LR:g}, K weight-decay lanes in geomspace(1e-5, 1e-2, K)"
+    )
+    with_torch = not args.no_torch and torch_available()
+    if not with_torch:
+        print("torch-lr-finder rows: skipped (torch/torch_lr_finder not importable or --no-torch)")
+    strategies = [s for s in args.strategies.split(",") if s]
+    if not hasattr(clrjax, "range_test"):
+        print("clrjax rows: skipped (clrjax.range_test not available in this checkout)")
+
+    for name in args.workloads.split(","):
+        convolutional = name in ("cnn", "cifar_cnn")
+        if name == "cifar_cnn" and on_cpu and not args.all:
+            print(f"\n{name}: skipped on CPU (GPU rows only; --all runs it)")
+            continue
+        workload = make_workload(name)
+        lanes = [int(k) for k in args.lanes.split(",")]
+        steps = args.steps
+        if convolutional and on_cpu and not args.all:
+            lanes = [int(k) for k in args.cnn_lanes.split(",")]
+            steps = args.cnn_steps or steps
+        batches = make_batches(workload, steps, args.batch_size)
+        print(f"\n{workload.name}: {workload.description}; {steps} steps")
+        if convolutional and on_cpu and not args.all:
+            print(f"  (CPU: K in {lanes}; loop/scan skipped, see jax-ml/jax#12868; --all runs all)")
+        for k in lanes:
+            wds = np.geomspace(1e-5, 1e-2, k) if k > 1 else np.array([1e-4])
+            flops = workload.flops_per_example * args.batch_size * steps * k
+            results = {}
+            if not (args.no_loop_scan or (convolutional and on_cpu and not args.all)):
+                results["loop/scan"] = _measure(
+                    loop_scan(workload, batches, wds, steps), args.repeats
+                )
+            results["loop/step"] = _measure(loop_step(workload, batches, wds, steps), args.repeats)
+            loop_s = min(m["steady"] for m in results.values())
+            torch_s = None
+            if with_torch:
+                results["torch-lr-finder"] = _measure(
+                    torch_lr_finder_runs(workload, wds, steps, args.batch_size), 1
+                )
+                torch_s = results["torch-lr-finder"]["steady"]
+            for name_, m in results.items():
+                print(_row(name_, k, m, flops, gemm, loop_s, torch_s))
+            for lane_strategy in strategies:
+                made = clrjax_range_test(workload, wds, steps, args.batch_size, lane_strategy)
+                if made is None:
+                    continue
+                run, info = made
+                m = _measure(run, args.repeats)
+                print(
+                    _row(f"clrjax/{lane_strategy}", k, m, flops, gemm, loop_s, torch_s)
+                    + f"  ran {info.get('strategy')}"
+                )
+            sys.stdout.flush()
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nprocess peak RSS: {peak_rss:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
