@@ -1,0 +1,175 @@
+"""Range test, stage 3: the result object (NumPy arrays only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+
+_HPARAM_PREFIX = "hparams/"
+
+
+class BestLane(NamedTuple):
+    """The lane picked by :meth:`RangeTestResult.best`."""
+
+    index: int
+    hparams: dict[str, float]
+    lr: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RangeTestResult:
+    """What :func:`clrjax.range_test` measured, as NumPy arrays.
+
+    Attributes:
+      lrs: ``(num_steps,)`` learning rate of each step (shared by all lanes).
+      losses: ``(lanes, num_steps)`` raw training loss of each step; NaN after
+        the lane diverged (its params were frozen) and after an early stop.
+      smoothed: ``(lanes, num_steps)`` smoothed loss (NaN where ``losses`` is).
+      diverged_at: ``(lanes,)`` first step flagged as diverged, or -1.
+      hparams: ``name -> (lanes,)`` hyperparameters of each lane (the grid's
+        names, plus ``"seed"`` when seeds were given), in row-major grid order.
+      grid_names: the grid's axis names, in order.
+      val_steps: ``(num_val,)`` steps after which the validation loss was
+        measured, or ``None``.
+      val_losses: ``(lanes, num_val)`` validation losses, or ``None``.
+      strategy: the lane strategy and step driver that ran, e.g. ``"vmap/scan"``.
+
+    Examples:
+      >>> import numpy as np
+      >>> r = RangeTestResult(
+      ...     lrs=np.array([0.01, 0.1, 1.0]),
+      ...     losses=np.array([[1.0, 0.5, np.nan], [1.0, 0.8, 0.7]]),
+      ...     smoothed=np.array([[1.0, 0.5, np.nan], [1.0, 0.8, 0.7]]),
+      ...     diverged_at=np.array([1, -1]),
+      ...     hparams={"weight_decay": np.array([0.0, 1e-4])},
+      ...     grid_names=("weight_decay",),
+      ... )
+      >>> print(r.num_lanes, r.lane_label(1))
+      2 weight_decay=0.0001
+      >>> r
+      RangeTestResult(2 lanes x 3 steps, lr 0.01..1, grid=('weight_decay',), diverged=1/2,
+      strategy='vmap/scan')
+    """
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    diverged_at: np.ndarray
+    hparams: dict[str, np.ndarray]
+    grid_names: tuple[str, ...]
+    val_steps: np.ndarray | None = None
+    val_losses: np.ndarray | None = None
+    strategy: str = "vmap/scan"
+
+    def __repr__(self) -> str:
+        diverged = int(np.sum(self.diverged_at >= 0))
+        return (
+            f"RangeTestResult({self.num_lanes} lanes x {self.num_steps} steps, "
+            f"lr {self.lrs[0]:g}..{self.lrs[-1]:g}, grid={self.grid_names}, "
+            f"diverged={diverged}/{self.num_lanes}, strategy={self.strategy!r})"
+        )
+
+    @property
+    def num_lanes(self) -> int:
+        return self.losses.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.lrs.shape[0]
+
+    def lane_hparams(self, i: int) -> dict[str, float | int]:
+        """Hyperparameters of lane ``i`` as Python numbers."""
+        return {k: v[i].item() for k, v in self.hparams.items()}
+
+    def lane_label(self, i: int) -> str:
+        """A label such as ``"weight_decay=0.001, momentum=0.9"`` (``"lane 0"`` without grid)."""
+        if not 0 <= i < self.num_lanes:
+            raise IndexError(f"lane index {i} out of range for {self.num_lanes} lanes")
+        if not self.hparams:
+            return f"lane {i}"
+        return ", ".join(f"{k}={v:g}" for k, v in self.lane_hparams(i).items())
+
+    def suggest(
+        self, method: str = "valley", *, smoothed: bool = True, **kwargs: Any
+    ) -> np.ndarray:
+        """Suggested learning rate per lane (NaN where none), via :func:`clrjax.suggest`.
+
+        Args:
+          method: a name in ``clrjax.SUGGESTION_METHODS`` (e.g. ``"valley"``,
+            ``"steepest"``, ``"minimum"``).
+          smoothed: analyse the smoothed losses (as fastai and torch-lr-finder
+            do) rather than the raw ones.
+          **kwargs: forwarded to :func:`clrjax.suggest`.
+
+        Returns:
+          ``(lanes,)`` float array.
+        """
+        from clrjax._suggest import suggest
+
+        losses = self.smoothed if smoothed else self.losses
+        return np.asarray(suggest(self.lrs, losses, method=method, **kwargs), dtype=float)
+
+    def best(self, method: str = "valley", **kwargs: Any) -> BestLane:
+        """The lane reaching the lowest smoothed loss, with its suggested LR.
+
+        Returns:
+          ``BestLane(index, hparams, lr)``: ``lr`` is that lane's
+          :meth:`suggest` value for ``method`` (NaN when there is none).
+
+        Raises:
+          ValueError: when no lane has a finite smoothed loss.
+        """
+        minima = np.array([_nanmin(row) for row in self.smoothed])
+        if np.all(np.isnan(minima)):
+            raise ValueError("no lane has a finite smoothed loss")
+        index = int(np.nanargmin(minima))
+        lr = float(self.suggest(method, **kwargs)[index])
+        return BestLane(index, self.lane_hparams(index), lr)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Plots the curves; see :func:`clrjax.plotting.plot_range_test`."""
+        from clrjax.plotting import plot_range_test
+
+        return plot_range_test(self, **kwargs)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Saves to an ``.npz`` file (no pickle); :meth:`load` restores it exactly."""
+        arrays = {
+            "lrs": self.lrs,
+            "losses": self.losses,
+            "smoothed": self.smoothed,
+            "diverged_at": self.diverged_at,
+            "grid_names": np.array(self.grid_names, dtype=str),
+            "hparam_names": np.array(list(self.hparams), dtype=str),
+            "strategy": np.array(self.strategy),
+        }
+        arrays.update({_HPARAM_PREFIX + k: v for k, v in self.hparams.items()})
+        if self.val_steps is not None:
+            arrays["val_steps"] = self.val_steps
+            arrays["val_losses"] = self.val_losses
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
+        """Loads a result written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as z:
+            return cls(
+                lrs=z["lrs"],
+                losses=z["losses"],
+                smoothed=z["smoothed"],
+                diverged_at=z["diverged_at"],
+                hparams={str(k): z[_HPARAM_PREFIX + str(k)] for k in z["hparam_names"]},
+                grid_names=tuple(str(k) for k in z["grid_names"]),
+                val_steps=z["val_steps"] if "val_steps" in z else None,
+                val_losses=z["val_losses"] if "val_losses" in z else None,
+                strategy=str(z["strategy"]),
+            )
+
+
+def _nanmin(row: np.ndarray) -> float:
+    finite = row[np.isfinite(row)]
+    return float(finite.min()) if finite.size else float("nan")
