@@ -243,8 +243,10 @@ def clrjax_range_test(workload: Workload, weight_decays, num_steps: int, batch_s
             num_steps=num_steps,
             start_lr=START_LR,
             end_lr=END_LR,
-            momentum=MOMENTUM,
-            weight_decay=np.asarray(weight_decays, np.float32),
+            grid={"weight_decay": np.asarray(weight_decays)},
+            diverge_threshold=None,
+            stop_early=False,
+            progress=False,
             lanes=lanes,
         )
         info["strategy"] = result.strategy
