@@ -99,7 +99,13 @@ class _PeakMemory:
 
 
 def _measure(fn, repeats: int) -> dict[str, float]:
-    """Times ``fn()`` once cold (compiles) and ``repeats`` times warm."""
+    """Times ``fn()`` once cold (compiles, from empty caches) and ``repeats`` times warm."""
+    jax.clear_caches()
+    if hasattr(clrjax, "range_test"):
+        from clrjax import _driver
+
+        _driver.get_program.cache_clear()
+        _driver._CHOICES.clear()
     start = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - start
@@ -228,11 +234,19 @@ def torch_lr_finder_runs(workload: Workload, weight_decays, num_steps: int, batc
 
 
 def clrjax_range_test(workload: Workload, weight_decays, num_steps: int, batch_size: int, lanes):
-    """One ``clrjax.range_test`` call over a weight-decay grid with strategy ``lanes``."""
+    """One ``clrjax.range_test`` call over a weight-decay grid with strategy ``lanes``.
+
+    ``lanes`` is a lane strategy, optionally with a driver: ``"vmap/python"``;
+    ``"map"`` runs a quarter of the lanes at a time.
+    """
     if not hasattr(clrjax, "range_test"):
         return None
     data = (jnp.asarray(workload.x), jnp.asarray(workload.y))
     info = {}
+    lanes, _, driver = lanes.partition("/")
+    options = {"lanes": lanes, "driver": driver or "auto"}
+    if lanes == "map":
+        options["lane_batch_size"] = max(1, len(weight_decays) // 4)
 
     def run():
         result = clrjax.range_test(
@@ -247,7 +261,7 @@ def clrjax_range_test(workload: Workload, weight_decays, num_steps: int, batch_s
             diverge_threshold=None,
             stop_early=False,
             progress=False,
-            lanes=lanes,
+            **options,
         )
         info["strategy"] = result.strategy
         return result.losses
