@@ -49,6 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from clrjax import _lanes
+
 LANE_STRATEGIES = ("vmap", "map", "sequential", "sharded")
 STEP_DRIVERS = ("scan", "chunks", "unrolled", "python")
 SMOOTHINGS = ("debiased_ema", "ema")
@@ -73,7 +75,7 @@ class StepConfig:
       validate: evaluate ``ctx["val"]`` when ``x["val_now"]``.
       lanes: lane strategy, one of :data:`LANE_STRATEGIES`.
       lane_batch_size: lanes per ``lax.map`` iteration (``"map"`` only).
-      lane_shards: devices the lane axis is split over (``"sharded"`` only).
+      lane_shards: devices the lane axis is split over (1: not split).
       driver: step driver, one of :data:`STEP_DRIVERS`.
     """
 
@@ -201,8 +203,8 @@ def make_lane_step(cfg: StepConfig) -> Callable[..., Any]:
         was_alive = state["alive"]
         alive = was_alive & ~bad
 
-        def keep(new, old):
-            return jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, old)
+        def keep(new, old):  # freeze diverged lanes; keep dtypes stable (e.g. f64 LR, f32 state)
+            return jax.tree.map(lambda n, o: jnp.where(alive, n, o).astype(o.dtype), new, old)
 
         new_state = {
             "params": keep(new_params, params),
@@ -256,30 +258,32 @@ def init_lane_state(cfg: StepConfig, params, model_state, consts, lr0):
 # ------------------------------------------------------------- lane strategies
 
 
-def lane_sharding(cfg: StepConfig) -> jax.sharding.NamedSharding | None:
-    """Sharding of arrays with a leading lane axis (``"sharded"``), else None."""
-    if cfg.lanes != "sharded":
-        return None
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[: cfg.lane_shards]), ("lanes",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes"))
-
-
 def num_lane_shards(num_lanes: int, num_devices: int) -> int:
     """The most devices (at most ``num_devices``) that split ``num_lanes`` evenly."""
     return max(d for d in range(1, min(num_lanes, num_devices) + 1) if num_lanes % d == 0)
 
 
-def place(cfg: StepConfig, lane_tree: Any, shared_tree: Any) -> tuple[Any, Any]:
-    """Puts lane-axis arrays on the lane sharding, the rest replicated on its mesh.
+def prepare(
+    cfg: StepConfig, start: Callable[[Program, Any], Any], consts: Any, ctx: Any
+) -> tuple[Program, Any, Any, Any]:
+    """The program for ``cfg`` and its inputs placed on the devices.
 
-    Does nothing unless ``cfg.lanes == "sharded"``; returns new arrays, the
+    ``start(program, consts)`` builds the initial lane state. With
+    ``cfg.lane_shards > 1`` the lane axis of ``consts`` and of the lane state
+    is split over the first ``lane_shards`` devices and ``ctx`` is replicated
+    there (:func:`clrjax._lanes.lane_placement`); new arrays are made, the
     caller's are never modified.
+
+    Returns:
+      ``(program, carry, consts, ctx)``.
     """
-    sharding = lane_sharding(cfg)
-    if sharding is None:
-        return lane_tree, shared_tree
-    replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
-    return jax.device_put(lane_tree, sharding), jax.device_put(shared_tree, replicated)
+    program = get_program(cfg)
+    if cfg.lane_shards == 1:
+        return program, start(program, consts), consts, ctx
+    num_lanes = len(jax.tree.leaves(consts)[0])
+    placement = _lanes.lane_placement(num_lanes, jax.devices()[: cfg.lane_shards])
+    consts, ctx = placement.lanes(consts), placement.replicated(ctx)
+    return program, placement.lanes(start(program, consts)), consts, ctx
 
 
 def _map_lanes(cfg: StepConfig, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -288,14 +292,8 @@ def _map_lanes(cfg: StepConfig, fn: Callable[..., Any]) -> Callable[..., Any]:
     ``fn(lane_tree, shared_tree)``: ``lane_tree`` leaves carry a leading lane
     axis, and so do the leaves of ``fn``'s result.
     """
-    if cfg.lanes in ("vmap", "sharded"):
-        batched = jax.vmap(fn, in_axes=(0, None))
-        sharding = lane_sharding(cfg)
-        if sharding is None:
-            return batched
-        return lambda lane_tree, shared: jax.lax.with_sharding_constraint(
-            batched(lane_tree, shared), sharding
-        )
+    if cfg.lanes in ("vmap", "sharded"):  # "sharded": vmap; the placement splits the lanes
+        return jax.vmap(fn, in_axes=(0, None))
     batch_size = None if cfg.lanes == "sequential" else cfg.lane_batch_size
 
     def mapped(lane_tree, shared):
@@ -536,8 +534,10 @@ def describe(cfg: StepConfig) -> str:
     lanes = cfg.lanes
     if lanes == "map":
         lanes += f"[{cfg.lane_batch_size}]"
-    elif lanes == "sharded":
+    if lanes == "sharded":
         lanes += f"[{cfg.lane_shards}]"
+    elif cfg.lane_shards > 1:  # shard_lanes=True with another strategy
+        lanes += f"+sharded[{cfg.lane_shards}]"
     return f"{lanes}/{cfg.driver}"
 
 
@@ -552,11 +552,9 @@ def _shape_key(tree: Any) -> tuple:
 
 def _time_strategy(cfg, start, consts, ctx, inputs, probe_steps, chunk_size) -> float:
     """Seconds for ``probe_steps`` steps with ``cfg``, after a first (compiling) run."""
-    program = get_program(cfg)
-    lane_consts, shared_ctx = place(cfg, consts, ctx)
     elapsed = math.inf
     for _ in range(2):
-        carry = start(program, lane_consts)
+        program, carry, lane_consts, shared_ctx = prepare(cfg, start, consts, ctx)
         jax.block_until_ready(carry)
         begin = time.perf_counter()
         _, outputs, _ = drive(
@@ -609,10 +607,9 @@ def resolve(
       ``(cfg, chunk_size)`` with concrete ``lanes``, ``lane_batch_size``,
       ``lane_shards`` and ``driver``.
     """
+    if cfg.lanes == "sharded":
+        cfg = dataclasses.replace(cfg, lane_shards=num_lane_shards(num_lanes, jax.device_count()))
     if cfg.lanes not in ("auto", "map") and cfg.driver != "auto":
-        if cfg.lanes == "sharded":
-            shards = num_lane_shards(num_lanes, jax.device_count())
-            cfg = dataclasses.replace(cfg, lane_shards=shards)
         return cfg, _chunk(cfg.driver, chunk_size, num_steps)
     probe_cfg = dataclasses.replace(cfg, lanes="vmap", driver="python")
     carry = jax.eval_shape(lambda k: start(get_program(probe_cfg), k), consts)
@@ -656,14 +653,14 @@ def _candidates(
     if cfg.lanes == "auto" and num_lanes > 1 and footprint.intermediates >= _PROBE_MIN_BYTES:
         if on_cpu and not footprint.convolutions:
             lanes.append("sequential")
-        if jax.device_count() > 1:
+        if jax.device_count() > 1 and cfg.lane_shards == 1:
             lanes.append("sharded")
     if len(lanes) == 1 and cfg.driver == "auto" and driver == "chunks" and not wants_chunks:
         driver = "scan"
     shards = num_lane_shards(num_lanes, jax.device_count())
     return [
         dataclasses.replace(
-            cfg, lanes=c, lane_shards=shards if c == "sharded" else 1, driver=driver
+            cfg, lanes=c, lane_shards=shards if c == "sharded" else cfg.lane_shards, driver=driver
         )
         for c in lanes
     ]

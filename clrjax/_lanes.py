@@ -7,7 +7,12 @@ into plain NumPy arrays that the driver (stage 2) consumes as traced data:
 * :func:`expand_grid` expands ``grid`` (and ``seeds``) into per-lane arrays in
   row-major (``itertools.product``) order of the dict;
 * :func:`lr_ramp` computes the learning rate of every step (shared by all lanes);
-* :func:`batch_indices` draws the example indices of every micro-batch;
+* :func:`plan_batches` / :func:`batch_indices` decide where every
+  micro-batch comes from (indices into on-device arrays, or a
+  :class:`BatchStream` of ready batches), :class:`StepInputs` feeds them to the
+  driver chunk by chunk;
+* :func:`lane_placement` places the lanes (one device, or the lane axis
+  sharded over devices);
 * :func:`pytorch_sgd` is the default optimizer factory.
 
 Nothing here is jitted; everything runs once per call on the host.
@@ -228,6 +233,35 @@ def check_count(name: str, value: Any, minimum: int = 1) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LanePlacement:
+    """Shards the lane axis over devices (``lanes``) or replicates (``replicated``)."""
+
+    lane_sharding: jax.sharding.Sharding
+    replicated_sharding: jax.sharding.Sharding
+
+    def lanes(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.lane_sharding)
+
+    def replicated(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated_sharding)
+
+
+def lane_placement(num_lanes: int, devices: Sequence[Any] | None = None) -> LanePlacement:
+    """A 1-D device mesh ``("lanes",)`` over ``devices`` (default: all)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if num_lanes % len(devices):
+        raise ValueError(
+            f"shard_lanes: the number of lanes ({num_lanes}) must be a multiple of the "
+            f"number of devices ({len(devices)})"
+        )
+    mesh = jax.sharding.Mesh(np.array(devices), ("lanes",))
+    return LanePlacement(
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("lanes")),
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()),
+    )
 
 
 # ----------------------------------------------------------------------------- data

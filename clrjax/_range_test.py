@@ -58,6 +58,7 @@ def range_test(
     val_loss_fn: Callable[..., Any] | None = None,
     lanes: str = "auto",
     lane_batch_size: int | None = None,
+    shard_lanes: bool = False,
     driver: str = "auto",
     chunk_size: int | None = None,
     progress: bool | None = None,
@@ -148,6 +149,11 @@ def range_test(
         timed on the first chunk (once per configuration and shapes; see
         ``result.strategy``).
       lane_batch_size: lanes per ``lax.map`` iteration with ``lanes="map"``.
+      shard_lanes: split the lanes of any strategy over all of
+        ``jax.devices()`` (the number of lanes must be a multiple of the
+        device count); data and validation batches are replicated.
+        ``lanes="sharded"`` is ``"vmap"`` split this way over the most devices
+        that divide the number of lanes.
       driver: ``"scan"`` (all steps in one ``lax.scan``), ``"chunks"``
         (``chunk_size`` steps per ``lax.scan``; progress bar and early stop
         between chunks), ``"unrolled"`` (chunks written out step after step,
@@ -262,6 +268,7 @@ def range_test(
         validate=validate,
         lanes=lanes,
         lane_batch_size=lane_batch_size,
+        lane_shards=jax.device_count() if shard_lanes else 1,
         driver=driver,
     )
     consts = {
@@ -291,9 +298,7 @@ def range_test(
         max_memory=max_memory,
         wants_chunks=wants_chunks,
     )
-    program = _driver.get_program(cfg)
-    consts, ctx = _driver.place(cfg, consts, ctx)
-    carry = start(program, consts)
+    program, carry, consts, ctx = _driver.prepare(cfg, start, consts, ctx)
 
     bar = None
     if progress:

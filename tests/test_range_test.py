@@ -1,7 +1,11 @@
 """Tests for clrjax.range_test (the vmapped LR range test)."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -295,6 +299,51 @@ def test_strategies_agree(lanes, driver, strategy):
     assert r.strategy == strategy
     np.testing.assert_allclose(r.losses, reference.losses, rtol=1e-5, equal_nan=True)
     np.testing.assert_array_equal(r.diverged_at, reference.diverged_at)
+
+
+@pytest.mark.usefixtures("x64")
+def test_x64_learning_rates_keep_state_dtypes():
+    # float64 LRs/hyperparameters with float32 params: optimizer state stays float32.
+    r = run(grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+    assert np.all(np.isfinite(r.losses[:, 0]))
+    w64 = run(params=jnp.zeros(D, jnp.float64), optimizer=optax.adam, grid={"b1": [0.9]})
+    assert np.all(np.isfinite(w64.losses[:, 0]))
+
+
+def test_shard_lanes_over_two_devices():
+    # A fresh process: the CPU device count is fixed when JAX starts.
+    script = textwrap.dedent(
+        """
+        import jax, numpy as np, clrjax
+        from clrjax import _driver
+        assert len(jax.devices()) == 2
+        x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+        data = (x, x.sum(1))
+        loss = lambda w, b: ((b[0] @ w - b[1]) ** 2).mean()
+        kw = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=10.0,
+                  grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+        shardings = []
+        drive = _driver.drive
+        def spy(*args, **kwargs):
+            out = drive(*args, **kwargs)
+            shardings.append(getattr(out[0]["params"].sharding, "spec", None))
+            return out
+        _driver.drive = spy
+        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, **kw)
+        b = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True, **kw)
+        np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+        assert shardings[1] == jax.sharding.PartitionSpec("lanes"), shardings
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    root = pathlib.Path(__file__).parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(ValueError, match="multiple"):
+        _lanes.lane_placement(3, jax.devices() * 2)
 
 
 def test_custom_optimizer_grid():
