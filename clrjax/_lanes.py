@@ -21,6 +21,7 @@ Nothing here is jitted; everything runs once per call on the host.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -319,14 +320,20 @@ def batch_indices(
       [[0, 1], [2, 3], [0, 1]]
     """
     per_epoch = num_examples // batch_size
-    epochs = []
-    for e in range(math.ceil(num_batches / per_epoch)):
-        if shuffle:
-            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), num_examples))
-        else:
-            perm = np.arange(num_examples)
-        epochs.append(perm[: per_epoch * batch_size].reshape(per_epoch, batch_size))
-    return np.concatenate(epochs)[:num_batches].astype(np.int32)
+    num_epochs = math.ceil(num_batches / per_epoch)
+    if shuffle:  # every epoch's permutation in one call: per-epoch calls cost ~1 ms each
+        perms = np.asarray(_epoch_permutations(key, num_epochs, num_examples))
+    else:
+        perms = np.broadcast_to(np.arange(num_examples), (num_epochs, num_examples))
+    epochs = perms[:, : per_epoch * batch_size].reshape(-1, batch_size)
+    return epochs[:num_batches].astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _epoch_permutations(key: jax.Array, num_epochs: int, num_examples: int) -> jax.Array:
+    """``(num_epochs, num_examples)``: row ``e`` is ``permutation(fold_in(key, e))``."""
+    keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(num_epochs))
+    return jax.vmap(lambda k: jax.random.permutation(k, num_examples))(keys)
 
 
 def lane_keys(key: jax.Array, lanes: Lanes) -> jax.Array:
