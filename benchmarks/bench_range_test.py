@@ -98,8 +98,12 @@ class _PeakMemory:
             self.peak_mb = max(self._top, self._rss_mb()) - self._base
 
 
-def _measure(fn, repeats: int) -> dict[str, float]:
-    """Times ``fn()`` once cold (compiles, from empty caches) and ``repeats`` times warm."""
+def _measure(fn, repeats: int, min_time: float = 1.0) -> dict[str, float]:
+    """Times ``fn()`` once cold (from empty caches: compiles) then warm.
+
+    Warm runs repeat until ``min_time`` seconds were measured or ``repeats``
+    runs were made (at least one); the fastest is the steady time.
+    """
     jax.clear_caches()
     if hasattr(clrjax, "range_test"):
         from clrjax import _driver
@@ -110,7 +114,7 @@ def _measure(fn, repeats: int) -> dict[str, float]:
     jax.block_until_ready(fn())
     first = time.perf_counter() - start
     times, peak = [], 0.0
-    for _ in range(repeats):
+    while not times or (len(times) < repeats and sum(times) < min_time):
         with _PeakMemory() as mem:
             start = time.perf_counter()
             jax.block_until_ready(fn())
@@ -272,7 +276,7 @@ def clrjax_range_test(workload: Workload, weight_decays, num_steps: int, batch_s
 # ----------------------------------------------------------------------------- probes
 
 
-def gemm_rate(n: int, repeats: int = 5) -> float:
+def gemm_rate(n: int, repeats: int = 10) -> float:
     """FLOP/s of an ``n x n`` float32 matmul (the machine's large-GEMM rate)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
@@ -309,27 +313,79 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _row(name, k, m, flops, gemm, loop_s, torch_s, note=""):
-    ratio = lambda base: f"{base / m['steady']:7.2f}x" if base else "      -"
+def _row(name, k, m, flops, gemm, loop_s, torch_s):
+    ratio = lambda base: f"{base / m['steady']:6.2f}x" if base else "     -"
     return (
-        f"  {name:<22} K={k:<3d} steady {m['steady']:8.3f} s  compile {m['compile']:6.2f} s  "
-        f"{flops / m['steady'] / 1e9:7.1f} GFLOP/s ({flops / m['steady'] / gemm:5.1%} GEMM)  "
-        f"vs loop {ratio(loop_s)}  vs torch {ratio(torch_s)}  mem {m['mem_mb']:7.1f} MB"
-        + (f"  [{note}]" if note else "")
+        f"  {name:<22} K={k:<3d} {m['steady']:8.3f} s  compile {m['compile']:6.2f} s  "
+        f"{flops / m['steady'] / 1e9:6.1f} GFLOP/s {flops / m['steady'] / gemm:6.1%}  "
+        f"vs loop {ratio(loop_s)}  vs torch {ratio(torch_s)}  mem {m['mem_mb']:6.1f} MB"
     )
+
+
+# Per-workload K on CPU (on accelerators every workload runs 1,4,16,64), and steps.
+CPU_LANES = {"logreg": "1,4,16,64", "mlp64": "1,4,16,64", "mlp512": "1,4,16", "cnn": "1,4,16"}
+CPU_STEPS = {"cnn": 20}
+
+
+def _targets(table, gemm) -> None:
+    """Prints the issue's targets against the measured ratios."""
+    print("\ntargets (from this run):")
+
+    def check(label, value, ok):
+        print(f"  [{'met ' if ok else 'MISS'}] {label}: {value}")
+
+    for (name, k), rows in sorted(table.items()):
+        ours = {r: m for r, m in rows.items() if r.startswith("clrjax/")}
+        if "clrjax/auto" not in ours:
+            continue
+        auto = ours["clrjax/auto"]["steady"]
+        best_name = min(ours, key=lambda r: ours[r]["steady"])
+        best = ours[best_name]["steady"]
+        loop = min(m["steady"] for r, m in rows.items() if r.startswith("loop/"))
+        check(
+            f"{name} K={k} auto <= 1.10 x best ({best_name})",
+            f"{auto / best:.2f}x",
+            auto <= 1.10 * best,
+        )
+        check(f"{name} K={k} auto <= loop", f"{auto / loop:.2f}x of loop", auto <= loop)
+        if name == "logreg" and k == 16:
+            check("logreg K=16 >= 2x faster than loop", f"{loop / auto:.2f}x", loop >= 2 * auto)
+        if name in ("logreg", "mlp64", "mlp512") and "torch-lr-finder" in rows:
+            torch_s = rows["torch-lr-finder"]["steady"]
+            check(
+                f"{name} K={k} >= 1.5x faster than torch-lr-finder",
+                f"{torch_s / auto:.2f}x",
+                torch_s >= 1.5 * auto,
+            )
+        if name == "mlp512" and k == max(kk for nn, kk in table if nn == "mlp512"):
+            rate = rows["clrjax/auto"]["flops"] / auto
+            check(
+                f"mlp512 K={k} auto >= 70% of large-GEMM rate",
+                f"{rate / 1e9:.1f} GFLOP/s = {rate / gemm:.0%}",
+                rate >= 0.7 * gemm,
+            )
+        if name == "cnn" and "loop/step" in rows:
+            step = rows["loop/step"]["steady"]
+            check(
+                f"cnn K={k} auto within 1.2x of K x single-lane jitted steps",
+                f"{auto / step:.2f}x",
+                auto <= 1.2 * step,
+            )
+        if name == "mlp64" and k == 4:
+            c = rows["clrjax/auto"]["compile"]
+            check("demo (digits MLP, 4 lanes, 100 steps) compile < 5 s", f"{c:.2f} s", c < 5)
 
 
 def main(argv=None):
     on_cpu = jax.default_backend() == "cpu"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
-    parser.add_argument("--lanes", default="1,4,16,64", help="K values, comma-separated")
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--lanes", default=None, help="K values (default: per workload)")
+    parser.add_argument("--steps", type=int, default=None, help="default: 100 (CNN on CPU: 20)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="most warm runs per row")
+    parser.add_argument("--min-time", type=float, default=1.0, help="warm seconds per row")
     parser.add_argument("--strategies", default=",".join(LANE_STRATEGIES))
-    parser.add_argument("--cnn-lanes", default="1,4,16" if on_cpu else None)
-    parser.add_argument("--cnn-steps", type=int, default=None)
     parser.add_argument("--no-torch", action="store_true", help="skip torch-lr-finder rows")
     parser.add_argument("--no-loop-scan", action="store_true")
     parser.add_argument("--gemm-size", type=int, default=2048 if on_cpu else 8192)
@@ -342,64 +398,75 @@ def main(argv=None):
     print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; backend {jax.default_backend()}")
     print(f"devices: {jax.devices()}")
     print(f"versions: {_versions()}")
+    print(f"load average at start: {os.getloadavg()}")
     print(f"large GEMM ({args.gemm_size}^2 float32): {gemm / 1e9:.1f} GFLOP/s")
     print(
-        f"task: {args.steps} steps, batch {args.batch_size}, SGD momentum {MOMENTUM}, exp LR ramp "
+        f"task: batch {args.batch_size}, SGD momentum {MOMENTUM}, exp LR ramp "
         f"{START_LR:g} -> {END_LR:g}, K weight-decay lanes in geomspace(1e-5, 1e-2, K)"
+    )
+    print(
+        "columns: steady s (fastest warm run), compile (first run minus steady), GFLOP/s and % of "
+        "large GEMM, speed-up vs the faster loop and vs torch-lr-finder, peak memory"
     )
     with_torch = not args.no_torch and torch_available()
     if not with_torch:
         print("torch-lr-finder rows: skipped (torch/torch_lr_finder not importable or --no-torch)")
-    strategies = [s for s in args.strategies.split(",") if s]
     if not hasattr(clrjax, "range_test"):
         print("clrjax rows: skipped (clrjax.range_test not available in this checkout)")
+    strategies = [s for s in args.strategies.split(",") if s]
+    if "sharded" in strategies and jax.device_count() == 1:
+        strategies.remove("sharded")
+        print("clrjax/sharded rows: skipped (one device; tested on 8 forced CPU devices)")
 
+    table = {}
+    measure = lambda fn: _measure(fn, args.repeats, args.min_time)
     for name in args.workloads.split(","):
         convolutional = name in ("cnn", "cifar_cnn")
-        if name == "cifar_cnn" and on_cpu and not args.all:
+        cpu_default = on_cpu and not args.all
+        if name == "cifar_cnn" and cpu_default:
             print(f"\n{name}: skipped on CPU (GPU rows only; --all runs it)")
             continue
         workload = make_workload(name)
-        lanes = [int(k) for k in args.lanes.split(",")]
-        steps = args.steps
-        if convolutional and on_cpu and not args.all:
-            lanes = [int(k) for k in args.cnn_lanes.split(",")]
-            steps = args.cnn_steps or steps
+        lanes_arg = args.lanes or (CPU_LANES.get(name, "1,4,16,64") if cpu_default else None)
+        lanes = [int(k) for k in (lanes_arg or "1,4,16,64").split(",")]
+        steps = args.steps or (CPU_STEPS.get(name, 100) if cpu_default else 100)
         batches = make_batches(workload, steps, args.batch_size)
-        print(f"\n{workload.name}: {workload.description}; {steps} steps")
-        if convolutional and on_cpu and not args.all:
-            print(f"  (CPU: K in {lanes}; loop/scan skipped, see jax-ml/jax#12868; --all runs all)")
+        print(f"\n{workload.name}: {workload.description}; {steps} steps, K in {lanes}")
+        if convolutional and cpu_default:
+            print("  (CPU default: 20 steps, loop/scan skipped, see jax-ml/jax#12868; --all: all)")
+        rows_strategies = list(strategies)
+        if convolutional:
+            rows_strategies.insert(1, "vmap/unrolled")
         for k in lanes:
             wds = np.geomspace(1e-5, 1e-2, k) if k > 1 else np.array([1e-4])
             flops = workload.flops_per_example * args.batch_size * steps * k
-            results = {}
-            if not (args.no_loop_scan or (convolutional and on_cpu and not args.all)):
-                results["loop/scan"] = _measure(
-                    loop_scan(workload, batches, wds, steps), args.repeats
-                )
-            results["loop/step"] = _measure(loop_step(workload, batches, wds, steps), args.repeats)
-            loop_s = min(m["steady"] for m in results.values())
+            rows = table[(name, k)] = {}
+            if not (args.no_loop_scan or (convolutional and cpu_default)):
+                rows["loop/scan"] = measure(loop_scan(workload, batches, wds, steps))
+            rows["loop/step"] = measure(loop_step(workload, batches, wds, steps))
+            loop_s = min(m["steady"] for m in rows.values())
             torch_s = None
             if with_torch:
-                results["torch-lr-finder"] = _measure(
-                    torch_lr_finder_runs(workload, wds, steps, args.batch_size), 1
+                rows["torch-lr-finder"] = measure(
+                    torch_lr_finder_runs(workload, wds, steps, args.batch_size)
                 )
-                torch_s = results["torch-lr-finder"]["steady"]
-            for name_, m in results.items():
-                print(_row(name_, k, m, flops, gemm, loop_s, torch_s))
-            for lane_strategy in strategies:
+                torch_s = rows["torch-lr-finder"]["steady"]
+            for row, m in rows.items():
+                print(_row(row, k, m, flops, gemm, loop_s, torch_s))
+            for lane_strategy in rows_strategies:
                 made = clrjax_range_test(workload, wds, steps, args.batch_size, lane_strategy)
                 if made is None:
                     continue
                 run, info = made
-                m = _measure(run, args.repeats)
+                m = rows[f"clrjax/{lane_strategy}"] = measure(run) | {"flops": flops}
                 print(
                     _row(f"clrjax/{lane_strategy}", k, m, flops, gemm, loop_s, torch_s)
                     + f"  ran {info.get('strategy')}"
                 )
             sys.stdout.flush()
+    _targets(table, gemm)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nprocess peak RSS: {peak_rss:.0f} MB")
+    print(f"\nprocess peak RSS: {peak_rss:.0f} MB; load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
