@@ -310,7 +310,7 @@ def batch_indices(
 
     Every epoch uses ``num_examples // batch_size`` full batches (the remainder
     of an epoch is dropped, as ``drop_last=True``); with ``shuffle`` epoch
-    ``e`` is the permutation drawn from ``fold_in(key, e)``.
+    ``e`` is the permutation that sorts random bits drawn from ``fold_in(key, e)``.
 
     Returns:
       int32 array ``(num_batches, batch_size)``.
@@ -321,8 +321,9 @@ def batch_indices(
     """
     per_epoch = num_examples // batch_size
     num_epochs = math.ceil(num_batches / per_epoch)
-    if shuffle:  # every epoch's permutation in one call: per-epoch calls cost ~1 ms each
-        perms = np.asarray(_epoch_permutations(key, num_epochs, num_examples))
+    if shuffle:  # one device call for all epochs; sorting on the host is ~50x faster
+        bits = np.asarray(_epoch_bits(key, num_epochs, num_examples))
+        perms = np.argsort(bits, axis=1, kind="stable")
     else:
         perms = np.broadcast_to(np.arange(num_examples), (num_epochs, num_examples))
     epochs = perms[:, : per_epoch * batch_size].reshape(-1, batch_size)
@@ -330,10 +331,10 @@ def batch_indices(
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
-def _epoch_permutations(key: jax.Array, num_epochs: int, num_examples: int) -> jax.Array:
-    """``(num_epochs, num_examples)``: row ``e`` is ``permutation(fold_in(key, e))``."""
+def _epoch_bits(key: jax.Array, num_epochs: int, num_examples: int) -> jax.Array:
+    """``(num_epochs, num_examples)`` random uint32; row ``e`` drawn from ``fold_in(key, e)``."""
     keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(num_epochs))
-    return jax.vmap(lambda k: jax.random.permutation(k, num_examples))(keys)
+    return jax.vmap(lambda k: jax.random.bits(k, (num_examples,)))(keys)
 
 
 def lane_keys(key: jax.Array, lanes: Lanes) -> jax.Array:

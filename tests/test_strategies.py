@@ -19,7 +19,14 @@ N = 96
 X = np.asarray(jax.random.normal(jax.random.key(0), (N, 4, 4, 1)))
 Y = np.asarray(jax.random.randint(jax.random.key(1), (N,), 0, 3))
 GRID = {"weight_decay": [0.0, 1e-3, 1e-2], "momentum": [0.5, 0.9]}  # 6 lanes
-FAST = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=1e3, stop_early=False)
+FAST = dict(
+    batch_size=16,
+    num_steps=20,
+    start_lr=1e-3,
+    end_lr=100.0,
+    diverge_threshold=1.5,
+    stop_early=False,
+)
 
 
 def init_mlp(key):
