@@ -8,9 +8,11 @@ of ``--batch-size``:
   ``lax.scan`` over all steps (compiled once, weight decay passed as an argument);
 * ``loop/step``: a Python loop over the K runs and the steps, calling one jitted
   single-lane train step (what most training scripts do);
-* ``torch-lr-finder``: ``LRFinder.range_test`` run K times (only when ``torch``
-  and ``torch_lr_finder`` import; ``torch.set_num_threads(2)``), same model and
-  optimizer, ``diverge_th=inf`` so every run does all steps;
+* ``torch-lr-finder/<n>t``: ``LRFinder.range_test`` run K times (only when
+  ``torch`` and ``torch_lr_finder`` import) with ``torch.set_num_threads(n)``,
+  n = 2 and 1 (one thread suffers far less when other processes share the
+  cores), same model and optimizer, ``diverge_th=inf`` so every run does all
+  steps; "vs torch" compares with the faster of the two;
 * ``clrjax/<lanes>``: ``clrjax.range_test`` with each lane strategy, and ``auto``.
 
 Steady-state time is the fastest of ``--repeats`` runs after a first (compiling)
@@ -201,12 +203,14 @@ def torch_available() -> bool:
     return True
 
 
-def torch_lr_finder_runs(workload: Workload, weight_decays, num_steps: int, batch_size: int):
+def torch_lr_finder_runs(
+    workload: Workload, weight_decays, num_steps: int, batch_size: int, threads: int
+):
     """``LRFinder.range_test`` once per weight decay, on a DataLoader over the same data."""
     import torch
     from torch_lr_finder import LRFinder
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     dataset = torch.utils.data.TensorDataset(
         torch.from_numpy(workload.x), torch.from_numpy(workload.y).long()
     )
@@ -350,8 +354,9 @@ def _targets(table, gemm) -> None:
         check(f"{name} K={k} auto <= loop", f"{auto / loop:.2f}x of loop", auto <= loop)
         if name == "logreg" and k == 16:
             check("logreg K=16 >= 2x faster than loop", f"{loop / auto:.2f}x", loop >= 2 * auto)
-        if name in ("logreg", "mlp64", "mlp512") and "torch-lr-finder" in rows:
-            torch_s = rows["torch-lr-finder"]["steady"]
+        torch_rows = [m["steady"] for r, m in rows.items() if r.startswith("torch")]
+        if name in ("logreg", "mlp64", "mlp512") and torch_rows:
+            torch_s = min(torch_rows)
             check(
                 f"{name} K={k} >= 1.5x faster than torch-lr-finder",
                 f"{torch_s / auto:.2f}x",
@@ -387,6 +392,8 @@ def main(argv=None):
     parser.add_argument("--min-time", type=float, default=1.0, help="warm seconds per row")
     parser.add_argument("--strategies", default=",".join(LANE_STRATEGIES))
     parser.add_argument("--no-torch", action="store_true", help="skip torch-lr-finder rows")
+    parser.add_argument("--torch-threads", default="2,1")
+    parser.add_argument("--torch-max-lanes", type=int, default=16, help="largest K for torch")
     parser.add_argument("--no-loop-scan", action="store_true")
     parser.add_argument("--gemm-size", type=int, default=2048 if on_cpu else 8192)
     parser.add_argument(
@@ -446,11 +453,12 @@ def main(argv=None):
             rows["loop/step"] = measure(loop_step(workload, batches, wds, steps))
             loop_s = min(m["steady"] for m in rows.values())
             torch_s = None
-            if with_torch:
-                rows["torch-lr-finder"] = measure(
-                    torch_lr_finder_runs(workload, wds, steps, args.batch_size)
-                )
-                torch_s = rows["torch-lr-finder"]["steady"]
+            if with_torch and k <= args.torch_max_lanes:
+                for threads in map(int, args.torch_threads.split(",")):
+                    rows[f"torch-lr-finder/{threads}t"] = measure(
+                        torch_lr_finder_runs(workload, wds, steps, args.batch_size, threads)
+                    )
+                torch_s = min(m["steady"] for r, m in rows.items() if r.startswith("torch"))
             for row, m in rows.items():
                 print(_row(row, k, m, flops, gemm, loop_s, torch_s))
             for lane_strategy in rows_strategies:
