@@ -13,7 +13,8 @@ The stage is built from three small, swappable pieces:
 2. a **lane strategy** (:data:`LANE_STRATEGIES`) mapping the lane step over
    all lanes: ``"vmap"`` (one batched step), ``"map"`` (``lax.map`` over
    lanes, ``lane_batch_size`` lanes at a time, to bound memory),
-   ``"sequential"`` (one lane after another inside the same program) or
+   ``"sequential"`` (each lane's step written out after the previous one in
+   the same program: plain, unbatched matmuls, no loop) or
    ``"sharded"`` (``"vmap"`` with the lane axis split over a
    ``jax.sharding.Mesh`` of the devices);
 3. a **step driver** (:data:`STEP_DRIVERS`): ``"scan"`` runs every step in one
@@ -290,23 +291,34 @@ def _map_lanes(cfg: StepConfig, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Maps ``fn(lane_args..., shared...)`` over the lanes with the chosen strategy.
 
     ``fn(lane_tree, shared_tree)``: ``lane_tree`` leaves carry a leading lane
-    axis, and so do the leaves of ``fn``'s result.
+    axis, and so do the leaves of ``fn``'s result. A single lane is never
+    batched: XLA:CPU runs a matmul with a batch dimension of 1 markedly slower.
     """
-    if cfg.lanes in ("vmap", "sharded"):  # "sharded": vmap; the placement splits the lanes
-        return jax.vmap(fn, in_axes=(0, None))
-    batch_size = None if cfg.lanes == "sequential" else cfg.lane_batch_size
+    if cfg.lanes == "map":
+        return lambda lane_tree, shared: jax.lax.map(
+            lambda t: fn(t, shared), lane_tree, batch_size=cfg.lane_batch_size
+        )
+    batched = jax.vmap(fn, in_axes=(0, None))  # "sharded": the placement splits the lanes
 
     def mapped(lane_tree, shared):
-        return jax.lax.map(lambda t: fn(t, shared), lane_tree, batch_size=batch_size)
+        num_lanes = len(jax.tree.leaves(lane_tree)[0])
+        if cfg.lanes in ("vmap", "sharded") and num_lanes > 1:
+            return batched(lane_tree, shared)
+        # "sequential": each lane's step written out after the previous one (no loop)
+        outputs = [
+            fn(jax.tree.map(functools.partial(_row, i=i), lane_tree), shared)
+            for i in range(num_lanes)
+        ]
+        return jax.tree.map(lambda *o: jnp.stack(o), *outputs)
 
     return mapped
 
 
-# ------------------------------------------------------------------ the program
-
-
 def _row(a: jax.Array, i: int) -> jax.Array:
     return a[i]
+
+
+# ------------------------------------------------------------------ the program
 
 
 @dataclasses.dataclass(frozen=True)
@@ -543,6 +555,7 @@ def describe(cfg: StepConfig) -> str:
 
 _CHOICES: dict[Any, tuple[StepConfig, int]] = {}
 _PROBE_MIN_BYTES = 1 << 20  # smaller steps take "vmap" untimed: timing would cost more
+_SEQUENTIAL_MAX_LANES = 16  # "sequential" compiles one copy of the step per lane
 
 
 def _shape_key(tree: Any) -> tuple:
@@ -596,8 +609,9 @@ def resolve(
       (early stop, progress bar) or several lane strategies are to be timed,
       else ``"scan"``.
     * Lanes: the candidates are ``"vmap"``, plus (unless the step computes less
-      than 1 MiB) ``"sequential"`` on CPU without convolutions and ``"sharded"``
-      with several devices; with more than one
+      than 1 MiB) ``"sequential"`` on CPU up to 16 lanes (it compiles one copy
+      of the step per lane) and ``"sharded"`` with several devices; with more
+      than one
       candidate the first chunk is timed with each (compiling each once) and
       the fastest is kept, cached per configuration, shapes, backend and lanes.
     * Data given as a stream of batches is never read ahead: no estimate, no
@@ -651,7 +665,7 @@ def _candidates(
         return [dataclasses.replace(cfg, lanes="map", lane_batch_size=size, driver=driver)]
     lanes = [cfg.lanes] if cfg.lanes != "auto" else ["vmap"]
     if cfg.lanes == "auto" and num_lanes > 1 and footprint.intermediates >= _PROBE_MIN_BYTES:
-        if on_cpu and not footprint.convolutions:
+        if on_cpu and num_lanes <= _SEQUENTIAL_MAX_LANES:
             lanes.append("sequential")
         if jax.device_count() > 1 and cfg.lane_shards == 1:
             lanes.append("sharded")

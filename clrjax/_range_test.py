@@ -141,8 +141,9 @@ def range_test(
       val_loss_fn: loss used for validation (same protocol; default ``loss_fn``).
       lanes: lane strategy: ``"vmap"`` (one batched step), ``"map"``
         (``lax.map`` over lanes, ``lane_batch_size`` at a time; default: as
-        many as fit in memory), ``"sequential"`` (one lane after another in
-        the same program), ``"sharded"`` (``"vmap"`` with the lanes split over
+        many as fit in memory), ``"sequential"`` (each lane's step written out
+        after the previous one in the same program: unbatched, no loop),
+        ``"sharded"`` (``"vmap"`` with the lanes split over
         all devices; over the most devices that divide the lane count) or
         ``"auto"``: lanes chunked as ``"map"`` when the memory estimate exceeds
         ``max_memory``, otherwise the fastest of the plausible strategies,
