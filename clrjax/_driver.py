@@ -555,7 +555,7 @@ def describe(cfg: StepConfig) -> str:
 
 _CHOICES: dict[Any, tuple[StepConfig, int]] = {}
 _PROBE_MIN_BYTES = 1 << 20  # smaller steps take "vmap" untimed: timing would cost more
-_SEQUENTIAL_MAX_LANES = 16  # "sequential" compiles one copy of the step per lane
+_SEQUENTIAL_MAX_LANES = 8  # "sequential" compiles one copy of the step per lane
 
 
 def _shape_key(tree: Any) -> tuple:
@@ -609,7 +609,7 @@ def resolve(
       (early stop, progress bar) or several lane strategies are to be timed,
       else ``"scan"``.
     * Lanes: the candidates are ``"vmap"``, plus (unless the step computes less
-      than 1 MiB) ``"sequential"`` on CPU up to 16 lanes (it compiles one copy
+      than 1 MiB) ``"sequential"`` on CPU up to 8 lanes (it compiles one copy
       of the step per lane) and ``"sharded"`` with several devices; with more
       than one
       candidate the first chunk is timed with each (compiling each once) and
