@@ -11,13 +11,24 @@ The stage is built from three small, swappable pieces:
    (step index, learning rate, batch or batch indices) and ``lane_x`` its
    per-lane inputs (per-lane batch indices, or nothing);
 2. a **lane strategy** (:data:`LANE_STRATEGIES`) mapping the lane step over
-   all lanes: ``"vmap"`` (one batched step) or ``"map"`` (``lax.map`` over
-   lanes, ``lane_batch_size`` lanes at a time, to bound memory);
+   all lanes: ``"vmap"`` (one batched step), ``"map"`` (``lax.map`` over
+   lanes, ``lane_batch_size`` lanes at a time, to bound memory),
+   ``"sequential"`` (each lane's step written out after the previous one in
+   the same program: plain, unbatched matmuls, no loop) or
+   ``"sharded"`` (``"vmap"`` with the lane axis split over a
+   ``jax.sharding.Mesh`` of the devices);
 3. a **step driver** (:data:`STEP_DRIVERS`): ``"scan"`` runs every step in one
    ``lax.scan``; ``"chunks"`` runs ``lax.scan`` over chunks of
    ``chunk_size`` steps, returning to Python between chunks (progress bar,
-   early stop once every lane diverged); ``"python"`` is ``"chunks"`` of one
-   step.
+   early stop once every lane diverged); ``"unrolled"`` runs chunks without
+   any loop or conditional (the steps written out one after another: XLA:CPU
+   runs convolutions inside loops and conditionals about 10x slower,
+   jax-ml/jax#12868); ``"python"`` is ``"unrolled"`` with one step per call.
+
+:func:`resolve` turns ``"auto"`` into a concrete strategy: a memory estimate
+(:func:`estimate_memory`) chunks the lanes when they would not fit, and when
+several strategies are plausible the first steps are timed with each of them
+once (the choice is cached per configuration, shapes, backend and lanes).
 
 All hyperparameters, learning rates, the smoothing beta and the divergence
 threshold are traced arguments, so :func:`get_program` compiles once per
@@ -29,15 +40,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-LANE_STRATEGIES = ("vmap", "map")
-STEP_DRIVERS = ("scan", "chunks", "python")
+from clrjax import _lanes
+
+LANE_STRATEGIES = ("vmap", "map", "sequential", "sharded")
+STEP_DRIVERS = ("scan", "chunks", "unrolled", "python")
 SMOOTHINGS = ("debiased_ema", "ema")
 
 
@@ -60,6 +76,8 @@ class StepConfig:
       validate: evaluate ``ctx["val"]`` when ``x["val_now"]``.
       lanes: lane strategy, one of :data:`LANE_STRATEGIES`.
       lane_batch_size: lanes per ``lax.map`` iteration (``"map"`` only).
+      lane_shards: devices the lane axis is split over (1: not split).
+      driver: step driver, one of :data:`STEP_DRIVERS`.
     """
 
     loss_fn: Callable[..., Any]
@@ -74,6 +92,8 @@ class StepConfig:
     validate: bool = False
     lanes: str = "vmap"
     lane_batch_size: int | None = None
+    lane_shards: int = 1
+    driver: str = "scan"
 
 
 # ------------------------------------------------------------------ the lane step
@@ -160,11 +180,16 @@ def make_lane_step(cfg: StepConfig) -> Callable[..., Any]:
             (loss, mstate), g = grad_fn(params, mstate, mb, jax.random.fold_in(key, i))
             return (jax.tree.map(jnp.add, grads, g), loss_sum + loss, mstate, i + 1), None
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        init = (zeros, jnp.zeros((), jnp.float32), model_state, jnp.zeros((), jnp.int32))
-        (grads, loss_sum, new_model_state, _), _ = jax.lax.scan(accumulate, init, batches)
-        grads = jax.tree.map(lambda g: g / num_micro, grads)
-        loss = loss_sum / num_micro
+        if num_micro == 1:  # no loop: XLA:CPU runs convolutions in loops ~10x slower
+            batch = jax.tree.map(lambda a: a[0], batches)
+            rng = jax.random.fold_in(key, 0)  # as the first micro-batch below
+            (loss, new_model_state), grads = grad_fn(params, model_state, batch, rng)
+        else:
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            init = (zeros, jnp.zeros((), jnp.float32), model_state, jnp.zeros((), jnp.int32))
+            (grads, loss_sum, new_model_state, _), _ = jax.lax.scan(accumulate, init, batches)
+            grads = jax.tree.map(lambda g: g / num_micro, grads)
+            loss = loss_sum / num_micro
 
         tx = cfg.optimizer(learning_rate=x["lr"], **consts["hparams"])
         updates, new_opt_state = tx.update(grads, state["opt_state"], params)
@@ -234,18 +259,63 @@ def init_lane_state(cfg: StepConfig, params, model_state, consts, lr0):
 # ------------------------------------------------------------- lane strategies
 
 
+def num_lane_shards(num_lanes: int, num_devices: int) -> int:
+    """The most devices (at most ``num_devices``) that split ``num_lanes`` evenly."""
+    return max(d for d in range(1, min(num_lanes, num_devices) + 1) if num_lanes % d == 0)
+
+
+def prepare(
+    cfg: StepConfig, start: Callable[[Program, Any], Any], consts: Any, ctx: Any
+) -> tuple[Program, Any, Any, Any]:
+    """The program for ``cfg`` and its inputs placed on the devices.
+
+    ``start(program, consts)`` builds the initial lane state. With
+    ``cfg.lane_shards > 1`` the lane axis of ``consts`` and of the lane state
+    is split over the first ``lane_shards`` devices and ``ctx`` is replicated
+    there (:func:`clrjax._lanes.lane_placement`); new arrays are made, the
+    caller's are never modified.
+
+    Returns:
+      ``(program, carry, consts, ctx)``.
+    """
+    program = get_program(cfg)
+    if cfg.lane_shards == 1:
+        return program, start(program, consts), consts, ctx
+    num_lanes = len(jax.tree.leaves(consts)[0])
+    placement = _lanes.lane_placement(num_lanes, jax.devices()[: cfg.lane_shards])
+    consts, ctx = placement.lanes(consts), placement.replicated(ctx)
+    return program, placement.lanes(start(program, consts)), consts, ctx
+
+
 def _map_lanes(cfg: StepConfig, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Maps ``fn(lane_args..., shared...)`` over the lanes with the chosen strategy.
 
-    ``fn(lane_tree, shared_tree)``: ``lane_tree`` leaves carry a leading lane axis.
+    ``fn(lane_tree, shared_tree)``: ``lane_tree`` leaves carry a leading lane
+    axis, and so do the leaves of ``fn``'s result. A single lane is never
+    batched: XLA:CPU runs a matmul with a batch dimension of 1 markedly slower.
     """
-    if cfg.lanes == "vmap":
-        return jax.vmap(fn, in_axes=(0, None))
+    if cfg.lanes == "map":
+        return lambda lane_tree, shared: jax.lax.map(
+            lambda t: fn(t, shared), lane_tree, batch_size=cfg.lane_batch_size
+        )
+    batched = jax.vmap(fn, in_axes=(0, None))  # "sharded": the placement splits the lanes
 
     def mapped(lane_tree, shared):
-        return jax.lax.map(lambda t: fn(t, shared), lane_tree, batch_size=cfg.lane_batch_size)
+        num_lanes = len(jax.tree.leaves(lane_tree)[0])
+        if cfg.lanes in ("vmap", "sharded") and num_lanes > 1:
+            return batched(lane_tree, shared)
+        # "sequential": each lane's step written out after the previous one (no loop)
+        outputs = [
+            fn(jax.tree.map(functools.partial(_row, i=i), lane_tree), shared)
+            for i in range(num_lanes)
+        ]
+        return jax.tree.map(lambda *o: jnp.stack(o), *outputs)
 
     return mapped
+
+
+def _row(a: jax.Array, i: int) -> jax.Array:
+    return a[i]
 
 
 # ------------------------------------------------------------------ the program
@@ -303,23 +373,32 @@ def get_program(cfg: StepConfig) -> Program:
     step_lanes = _map_lanes(cfg, step_one)
 
     def run(carry, consts, ctx, xs, lane_xs):
+        def advance(carry, x, lane_x):
+            lane = {"state": carry, "consts": consts, "x": lane_x}
+            return step_lanes(lane, {"ctx": ctx, "x": x})
+
+        def skip(carry):  # padding step, or every lane already diverged
+            nan = jnp.full(carry["alive"].shape, jnp.nan, jnp.float32)
+            outputs = {"loss": nan, "smoothed": nan}
+            if cfg.validate:
+                outputs["val"] = nan
+            return carry, outputs
+
         def body(carry, inputs):
             x, lane_x = inputs
+            go = x["active"] & jnp.any(carry["alive"])
+            if cfg.driver in ("scan", "chunks"):  # skips the work
+                return jax.lax.cond(go, lambda c: advance(c, x, lane_x), skip, carry)
+            stepped, skipped = advance(carry, x, lane_x), skip(carry)
+            return jax.tree.map(lambda a, b: jnp.where(go, a, b), stepped, skipped)
 
-            def advance(carry):
-                lane = {"state": carry, "consts": consts, "x": lane_x}
-                return step_lanes(lane, {"ctx": ctx, "x": x})
-
-            def skip(carry):  # padding step, or every lane already diverged
-                nan = jnp.full(carry["alive"].shape, jnp.nan, jnp.float32)
-                outputs = {"loss": nan, "smoothed": nan}
-                if cfg.validate:
-                    outputs["val"] = nan
-                return carry, outputs
-
-            return jax.lax.cond(x["active"] & jnp.any(carry["alive"]), advance, skip, carry)
-
-        return jax.lax.scan(body, carry, (xs, lane_xs))
+        if cfg.driver in ("scan", "chunks"):
+            return jax.lax.scan(body, carry, (xs, lane_xs))
+        outputs = []  # "unrolled", "python": no loop construct at all
+        for i in range(len(xs["step"])):
+            carry, out = body(carry, jax.tree.map(functools.partial(_row, i=i), (xs, lane_xs)))
+            outputs.append(out)
+        return carry, jax.tree.map(lambda *o: jnp.stack(o), *outputs)
 
     return Program(
         init=jax.jit(init),
@@ -363,3 +442,243 @@ def drive(
             break
     outputs = jax.tree.map(lambda *c: jnp.concatenate(c)[:num_steps], *chunks)
     return carry, outputs, min(start, num_steps)
+
+
+# ------------------------------------------------------------- choosing a strategy
+
+
+def _bytes(tree: Any) -> int:
+    return sum(
+        math.prod(np.shape(a)) * np.dtype(getattr(a, "dtype", np.float32)).itemsize
+        for a in jax.tree.leaves(tree)
+        if not jnp.issubdtype(getattr(a, "dtype", np.float32), jax.dtypes.prng_key)
+    )
+
+
+def _walk(jaxpr: Any):
+    """Yields every equation of ``jaxpr`` and of the jaxprs nested in it."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
+                if hasattr(sub, "eqns"):
+                    yield from _walk(sub)
+
+
+@dataclasses.dataclass(frozen=True)
+class Footprint:
+    """What one traced step of all lanes (``"vmap"``) holds, in bytes.
+
+    Attributes:
+      lane_state: params, optimizer and model state, smoothing state of all lanes.
+      intermediates: every value the step computes (an upper bound of its
+        temporary memory: XLA frees and fuses many of them).
+      shared: the data and other run constants.
+      convolutions: the step contains a convolution.
+    """
+
+    lane_state: int
+    intermediates: int
+    shared: int
+    convolutions: bool
+
+    def total(self, num_lanes: int, lanes_at_once: int) -> int:
+        """Estimated peak bytes when ``lanes_at_once`` lanes step together."""
+        per_lane = self.intermediates / num_lanes
+        return int(2 * self.lane_state + self.shared + per_lane * lanes_at_once)
+
+
+def estimate_memory(cfg: StepConfig, carry: Any, consts: Any, ctx: Any, xs: Any, lane_xs: Any):
+    """Traces one step of all lanes (no compilation) and returns its :class:`Footprint`.
+
+    ``carry`` may be arrays or ``jax.ShapeDtypeStruct``; ``xs``/``lane_xs`` hold one step.
+    """
+    cfg = dataclasses.replace(cfg, lanes="vmap", lane_shards=1, driver="python")
+    step_lanes = _map_lanes(
+        cfg,
+        lambda lane, shared: make_lane_step(cfg)(
+            lane["state"], lane["consts"], shared["ctx"], shared["x"], lane["x"]
+        ),
+    )
+    one = jax.tree.map(lambda a: a[0], (xs, lane_xs))
+    jaxpr = jax.make_jaxpr(
+        lambda c, k, t, x, lx: step_lanes({"state": c, "consts": k, "x": lx}, {"ctx": t, "x": x})
+    )(carry, consts, ctx, *one)
+    eqns = list(_walk(jaxpr.jaxpr))
+    return Footprint(
+        lane_state=_bytes(carry),
+        intermediates=sum(_bytes([v.aval for v in e.outvars]) for e in eqns),
+        shared=_bytes(ctx),
+        convolutions=any(e.primitive.name == "conv_general_dilated" for e in eqns),
+    )
+
+
+def memory_budget(max_memory: float | None) -> float:
+    """Bytes the range test may use: ``max_memory``, else what the device has free.
+
+    Accelerators: 90% of the free device memory; CPU: half of the available RAM
+    (``MemAvailable``); unknown: no limit.
+    """
+    if max_memory is not None:
+        return float(max_memory)
+    stats = jax.devices()[0].memory_stats()
+    if stats and "bytes_limit" in stats:
+        return 0.9 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return 0.5 * int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return math.inf
+
+
+def lanes_that_fit(footprint: Footprint, num_lanes: int, budget: float) -> int:
+    """The most lanes (1 .. ``num_lanes``) that may step together within ``budget``."""
+    fits = [b for b in range(1, num_lanes + 1) if footprint.total(num_lanes, b) <= budget]
+    return max(fits, default=1)
+
+
+def describe(cfg: StepConfig) -> str:
+    """The strategy label recorded in the result, e.g. ``"map[4]/chunks"``."""
+    lanes = cfg.lanes
+    if lanes == "map":
+        lanes += f"[{cfg.lane_batch_size}]"
+    if lanes == "sharded":
+        lanes += f"[{cfg.lane_shards}]"
+    elif cfg.lane_shards > 1:  # shard_lanes=True with another strategy
+        lanes += f"+sharded[{cfg.lane_shards}]"
+    return f"{lanes}/{cfg.driver}"
+
+
+_CHOICES: dict[Any, tuple[StepConfig, int]] = {}
+_PROBE_MIN_BYTES = 1 << 20  # smaller steps take "vmap" untimed: timing would cost more
+_SEQUENTIAL_MAX_LANES = 8  # "sequential" compiles one copy of the step per lane
+
+
+def _shape_key(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (str(treedef), *((np.shape(a), str(getattr(a, "dtype", ""))) for a in leaves))
+
+
+def _time_strategy(cfg, start, consts, ctx, inputs, probe_steps, chunk_size) -> float:
+    """Seconds for ``probe_steps`` steps with ``cfg``, after a first (compiling) run."""
+    elapsed = math.inf
+    for _ in range(2):
+        program, carry, lane_consts, shared_ctx = prepare(cfg, start, consts, ctx)
+        jax.block_until_ready(carry)
+        begin = time.perf_counter()
+        _, outputs, _ = drive(
+            program,
+            carry,
+            lane_consts,
+            shared_ctx,
+            inputs,
+            probe_steps,
+            chunk_size=chunk_size,
+            stop_early=False,
+        )
+        jax.block_until_ready(outputs)
+        elapsed = time.perf_counter() - begin
+    return elapsed
+
+
+def resolve(
+    cfg: StepConfig,
+    *,
+    num_lanes: int,
+    start: Callable[[Program, Any], Any],
+    consts: Any,
+    ctx: Any,
+    inputs: Callable[[int, int], tuple[Any, Any]],
+    num_steps: int,
+    chunk_size: int,
+    max_memory: float | None,
+    wants_chunks: bool,
+) -> tuple[StepConfig, int]:
+    """Turns ``cfg.lanes``/``cfg.driver`` ``"auto"`` into a concrete strategy.
+
+    * Memory: for ``"auto"`` and for ``"map"`` without ``lane_batch_size``,
+      :func:`estimate_memory` bounds the lanes stepping together by the budget
+      (``max_memory`` bytes, else :func:`memory_budget`); when not all fit,
+      lanes run ``lax.map``-ped in chunks of that size.
+    * Driver: ``"python"`` on CPU when the step has convolutions (XLA:CPU runs
+      them ~10x slower inside loops); else ``"chunks"`` when ``wants_chunks``
+      (early stop, progress bar) or several lane strategies are to be timed,
+      else ``"scan"``.
+    * Lanes: the candidates are ``"vmap"``, plus (unless the step computes less
+      than 1 MiB) ``"sequential"`` on CPU up to 8 lanes (it compiles one copy
+      of the step per lane) and ``"sharded"`` with several devices; with more
+      than one
+      candidate the first chunk is timed with each (compiling each once) and
+      the fastest is kept, cached per configuration, shapes, backend and lanes.
+    * Data given as a stream of batches is never read ahead: no estimate, no
+      timing; the first candidate (``"vmap"``) is taken.
+
+    Returns:
+      ``(cfg, chunk_size)`` with concrete ``lanes``, ``lane_batch_size``,
+      ``lane_shards`` and ``driver``.
+    """
+    if cfg.lanes == "sharded":
+        cfg = dataclasses.replace(cfg, lane_shards=num_lane_shards(num_lanes, jax.device_count()))
+    if cfg.lanes not in ("auto", "map") and cfg.driver != "auto":
+        return cfg, _chunk(cfg.driver, chunk_size, num_steps)
+    probe_cfg = dataclasses.replace(cfg, lanes="vmap", driver="python")
+    carry = jax.eval_shape(lambda k: start(get_program(probe_cfg), k), consts)
+    key = (cfg, num_lanes, num_steps, chunk_size, max_memory, wants_chunks)
+    key += (_shape_key(carry), _shape_key(ctx), jax.default_backend(), jax.device_count())
+    if key not in _CHOICES:
+        if cfg.indexed:
+            footprint = estimate_memory(cfg, carry, consts, ctx, *inputs(0, 1))
+            fit = lanes_that_fit(footprint, num_lanes, memory_budget(max_memory))
+        else:  # a stream of batches: reading one would consume it
+            footprint, fit = Footprint(0, 0, 0, convolutions=False), num_lanes
+        candidates = _candidates(cfg, num_lanes, footprint, fit, wants_chunks)
+        chunk_size = _chunk(candidates[0].driver, chunk_size, num_steps)
+        if len(candidates) > 1 and cfg.indexed:
+            probe_steps = min(num_steps, 4 if candidates[0].driver == "python" else chunk_size)
+            times = [
+                _time_strategy(c, start, consts, ctx, inputs, probe_steps, chunk_size)
+                for c in candidates
+            ]
+            candidates = [candidates[int(np.argmin(times))]]
+        _CHOICES[key] = candidates[0], chunk_size
+    return _CHOICES[key]
+
+
+def _candidates(
+    cfg: StepConfig, num_lanes: int, footprint: Footprint, fit: int, wants_chunks: bool
+) -> list[StepConfig]:
+    """The concrete strategies worth timing for ``cfg`` (see :func:`resolve`)."""
+    on_cpu = jax.default_backend() == "cpu"
+    driver = cfg.driver
+    if driver == "auto":
+        driver = "python" if on_cpu and footprint.convolutions else "chunks"
+    if (
+        cfg.lanes == "map"
+        or cfg.lane_batch_size is not None
+        or (cfg.lanes == "auto" and fit < num_lanes)
+    ):
+        size = cfg.lane_batch_size or fit
+        return [dataclasses.replace(cfg, lanes="map", lane_batch_size=size, driver=driver)]
+    lanes = [cfg.lanes] if cfg.lanes != "auto" else ["vmap"]
+    if cfg.lanes == "auto" and num_lanes > 1 and footprint.intermediates >= _PROBE_MIN_BYTES:
+        if on_cpu and num_lanes <= _SEQUENTIAL_MAX_LANES:
+            lanes.append("sequential")
+        if jax.device_count() > 1 and cfg.lane_shards == 1:
+            lanes.append("sharded")
+    if len(lanes) == 1 and cfg.driver == "auto" and driver == "chunks" and not wants_chunks:
+        driver = "scan"
+    shards = num_lane_shards(num_lanes, jax.device_count())
+    return [
+        dataclasses.replace(
+            cfg, lanes=c, lane_shards=shards if c == "sharded" else cfg.lane_shards, driver=driver
+        )
+        for c in lanes
+    ]
+
+
+def _chunk(driver: str, chunk_size: int, num_steps: int) -> int:
+    return {"scan": num_steps, "python": 1}.get(driver, min(chunk_size, num_steps))

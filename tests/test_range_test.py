@@ -289,7 +289,7 @@ def test_stop_early_skips_remaining_work():
     [
         ("vmap", "scan", "vmap/scan"),
         ("vmap", "python", "vmap/python"),
-        ("map", "chunks", "map/chunks"),
+        ("map", "chunks", "map[3]/chunks"),
     ],
 )
 def test_strategies_agree(lanes, driver, strategy):
