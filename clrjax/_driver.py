@@ -123,6 +123,11 @@ def _call_loss(cfg: StepConfig, fn: Callable[..., Any], params, model_state, bat
         loss, rest = out
         if cfg.stateful:
             model_state = rest[0] if cfg.has_aux else rest
+    elif isinstance(out, (tuple, list)):
+        raise ValueError(
+            f"loss_fn returned a {type(out).__name__} of {len(out)} values, not a scalar loss; "
+            "pass has_aux=True for (loss, aux), or state=... for (loss, new_state)"
+        )
     else:
         loss = out
     if jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
@@ -239,8 +244,11 @@ def init_lane_state(cfg: StepConfig, params, model_state, consts, lr0):
     params = jax.tree.map(jnp.array, params)
     tx = cfg.optimizer(learning_rate=lr0, **consts["hparams"])
     opt_state = tx.init(params)
-    if isinstance(opt_state, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)):
-        # Its update reads the hyperparameters from the state, so the LR ramp would be ignored.
+    injected = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
+    is_injected = lambda node: isinstance(node, injected)
+    if any(map(is_injected, jax.tree.leaves(opt_state, is_leaf=is_injected))):
+        # Anywhere in the state (also inside optax.chain or masked): its update
+        # reads the hyperparameters from the state, so the LR ramp would be ignored.
         raise ValueError(
             "optimizer: pass the plain factory (e.g. optax.adam), not an "
             "optax.inject_hyperparams wrapper; range_test injects the hyperparameters itself"

@@ -160,6 +160,18 @@ def expand_grid(grid: Mapping[str, Sequence[Any]] | None, seeds: Sequence[int] |
     return Lanes(hparams, tuple(axes), optimizer_names)
 
 
+def check_trainable(name: str, params: Any) -> None:
+    """Raises ``TypeError`` unless every leaf of ``params`` is a floating array."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{name}{jax.tree_util.keystr(path)} has dtype {dtype}; every parameter must be "
+                "floating. Pass non-trainable leaves (integer counters, PRNG keys, e.g. nnx "
+                "RngState) through state=..., e.g. nnx.split(model, nnx.Param, ...)"
+            )
+
+
 def check_optimizer_accepts(optimizer: Callable[..., Any], names: Iterable[str]) -> None:
     """Raises ``ValueError`` if ``optimizer(learning_rate=..., **{name: ...})`` is impossible."""
     if not callable(optimizer):
@@ -175,6 +187,20 @@ def check_optimizer_accepts(optimizer: Callable[..., Any], names: Iterable[str])
         for n, p in params.items()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
+    if "learning_rate" in names:
+        raise ValueError(
+            "grid: 'learning_rate' cannot be a grid axis; the learning rate is the range "
+            "test's ramp (set start_lr, end_lr and ramp)"
+        )
+    for name in names:
+        if isinstance(params.get(name, None), inspect.Parameter) and isinstance(
+            params[name].default, bool
+        ):
+            raise ValueError(
+                f"grid: {name!r} is a flag of the optimizer factory (default "
+                f"{params[name].default!r}), not a number; fix it in the factory instead, e.g. "
+                f"optimizer=functools.partial(factory, {name}=...)"
+            )
     for name in ("learning_rate", *names):
         if name not in accepted:
             what = "optimizer" if name == "learning_rate" else "grid"
@@ -206,11 +232,17 @@ def lr_ramp(
     num.check_choice("lr_grid", lr_grid, LR_GRIDS)
     check_lr_range(start_lr, end_lr)
     check_num_steps(num_steps)
+    start_lr, end_lr = float(start_lr), float(end_lr)
     denominator = num_steps - 1 if lr_grid == "torch" else num_steps
     r = np.arange(num_steps, dtype=np.float64) / denominator
     if ramp == "exp":
-        return start_lr * (end_lr / start_lr) ** r
-    return start_lr + r * (end_lr - start_lr)
+        lrs = start_lr * (end_lr / start_lr) ** r
+    else:
+        lrs = start_lr + r * (end_lr - start_lr)
+    lrs[0] = start_lr
+    if lr_grid == "torch":
+        lrs[-1] = end_lr  # exact, where the power can land one ulp off
+    return lrs
 
 
 def check_lr_range(start_lr: Any, end_lr: Any) -> None:
@@ -268,13 +300,24 @@ def lane_placement(num_lanes: int, devices: Sequence[Any] | None = None) -> Lane
 # ----------------------------------------------------------------------------- data
 
 
-def is_batch_stream(data: Any) -> bool:
+def is_batch_stream(data: Any, name: str = "data") -> bool:
     """True when ``data`` is an iterable of batches rather than a pytree of arrays.
 
     Lists, iterators, generators and iterable objects that are not pytree
     containers (e.g. a ``torch.utils.data.DataLoader``) are streams of
     batches; arrays, tuples, dicts and other pytrees are whole datasets.
     """
+    if (
+        isinstance(data, list)
+        and all(hasattr(b, "shape") for b in data)
+        and len({np.shape(b) for b in data}) > 1
+    ):
+        # A list is a stream of batches, and batches of one array must share a shape.
+        raise TypeError(
+            f"{name}: a list of arrays of different shapes is not a stream of batches; "
+            "pass a tuple such as (x, y) for one dataset, or a list of batch tuples "
+            "[(x0, y0), (x1, y1), ...]"
+        )
     if isinstance(data, list | Iterator):
         return True
     if isinstance(data, (tuple, dict, np.ndarray, jax.Array)) or hasattr(data, "_fields"):
@@ -369,7 +412,7 @@ def validation_batches(val_data: Any, val_batch_size: int | None) -> Any:
     ``val_batch_size``, default all of it; a smaller remainder is dropped) or
     a list of equally shaped batches.
     """
-    if is_batch_stream(val_data):
+    if is_batch_stream(val_data, "val_data"):
         batches = [jax.tree.map(np.asarray, b) for b in val_data]
         if not batches:
             raise ValueError("val_data must contain at least one batch")

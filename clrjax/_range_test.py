@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -218,8 +219,19 @@ def range_test(
             raise ValueError(f"compute_dtype must be a floating dtype, got {compute_dtype}")
     if params is None and init_fn is None:
         raise ValueError("params must be given unless init_fn is")
+    if init_fn is None:
+        _lanes.check_trainable("params", params)
+    else:
+        _lanes.check_trainable("init_fn(key)", jax.eval_shape(init_fn, jax.random.key(0)))
     optimizer = _lanes.pytorch_sgd if optimizer is None else optimizer
     lane_set = _lanes.expand_grid(grid, seeds)
+    if "seed" in lane_set.hparams and init_fn is None and not rng and shuffle != "per_seed":
+        warnings.warn(
+            "seeds change nothing here: without init_fn, rng=True or shuffle='per_seed' "
+            "every seed lane trains exactly like the others",
+            UserWarning,
+            stacklevel=2,
+        )
     _lanes.check_optimizer_accepts(optimizer, lane_set.optimizer_names)
     if lane_batch_size is not None:
         _lanes.check_count("lane_batch_size", lane_batch_size)

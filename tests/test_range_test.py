@@ -468,7 +468,8 @@ def test_init_fn_and_per_seed_shuffle():
     assert r.losses[0, 0] != r.losses[1, 0]
     same_init = run(seeds=[3, 4], shuffle="per_seed")
     assert same_init.losses[0, 0] != same_init.losses[1, 0]
-    shared_order = run(seeds=[3, 4])
+    with pytest.warns(UserWarning, match="seeds change nothing"):
+        shared_order = run(seeds=[3, 4])
     np.testing.assert_array_equal(shared_order.losses[0], shared_order.losses[1])
 
 
@@ -589,6 +590,26 @@ def test_flax_linen_and_nnx():
         (dict(val_data=(X, Y), val_batch_size=N + 1), ValueError, "val_batch_size"),
         (dict(optimizer=optax.adam, grid={"momentum": [0.9]}), ValueError, "momentum"),
         (dict(optimizer=optax.inject_hyperparams(optax.sgd)), ValueError, "inject_hyperparams"),
+        (
+            dict(
+                optimizer=lambda learning_rate: optax.chain(
+                    optax.clip_by_global_norm(1.0),
+                    clrjax.scheduled(optax.sgd, learning_rate=learning_rate),
+                )
+            ),
+            ValueError,
+            "inject_hyperparams",
+        ),
+        (dict(loss_fn=lambda w, b: (mse(w, b), w)), ValueError, "has_aux=True"),
+        (dict(grid={"learning_rate": [0.1]}), ValueError, "start_lr, end_lr"),
+        (
+            dict(optimizer=optax.sgd, grid={"nesterov": [0, 1], "momentum": [0.9]}),
+            ValueError,
+            "'nesterov' is a flag",
+        ),
+        (dict(params=jnp.zeros(D, jnp.int32)), TypeError, "params has dtype int32"),
+        (dict(params=None, init_fn=lambda k: {"w": jnp.zeros(D), "n": 0}), TypeError, "'n'"),
+        (dict(data=[X, Y]), TypeError, "pass a tuple such as"),
     ],
 )
 def test_bad_input(kwargs, error, match):
@@ -606,3 +627,12 @@ def test_result_suggest_and_best():
     assert best.lr == pytest.approx(lrs[best.index])
     assert best.hparams == r.lane_hparams(best.index)
     assert list(best.hparams) == list(r.grid_names)
+
+
+@pytest.mark.parametrize("ramp", ["exp", "linear"])
+@pytest.mark.parametrize(("start", "end"), [(1e-5, 1.0), (1e-7, 10.0), (3e-4, 0.7)])
+def test_lr_grid_hits_start_and_end_exactly(ramp, start, end):
+    r = run(start_lr=jnp.float32(start) if ramp == "exp" else start, end_lr=end, ramp=ramp)
+    assert isinstance(r.lrs, np.ndarray) and r.lrs.dtype == np.float64
+    assert r.lrs[0] == float(np.float32(start) if ramp == "exp" else start)
+    assert r.lrs[-1] == end
