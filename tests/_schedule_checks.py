@@ -25,6 +25,15 @@ def assert_golden(values, expected, x64: bool) -> None:
     np.testing.assert_allclose(values, expected, rtol=0, atol=tol)
 
 
+def assert_matches_torch(build: Callable, case: dict, x64: bool) -> None:
+    """Checks the LR and momentum schedules ``build(case["kwargs"])`` against a golden case."""
+    lr, momentum = build(case["kwargs"])
+    steps = np.asarray(case["steps"])
+    assert lr(steps).dtype == (jnp.float64 if x64 else jnp.float32)
+    assert_golden(lr(steps), case["lr"], x64=x64)
+    assert_golden(momentum(steps), case["momentum"], x64=x64)
+
+
 def assert_traceable(
     make: Callable[[object], Callable], values: list[list[float]], steps: np.ndarray
 ) -> None:

@@ -8,7 +8,7 @@ from _schedule_checks import (
     GOLDENS,
     SCALE_FNS,
     assert_finite_grad,
-    assert_golden,
+    assert_matches_torch,
     assert_step_types,
     assert_traceable,
 )
@@ -39,20 +39,12 @@ def _reference(t, base, peak, up, down, scale):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["kwargs"]))
 def test_matches_torch_float32(case):
-    lr, momentum = _build(case["kwargs"])
-    steps = np.asarray(case["steps"])
-    assert lr(steps).dtype == jnp.float32
-    assert_golden(lr(steps), case["lr"], x64=False)
-    assert_golden(momentum(steps), case["momentum"], x64=False)
+    assert_matches_torch(_build, case, x64=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["kwargs"]))
 def test_matches_torch_float64(case, x64):
-    lr, momentum = _build(case["kwargs"])
-    steps = np.asarray(case["steps"])
-    assert lr(steps).dtype == jnp.float64
-    assert_golden(lr(steps), case["lr"], x64=True)
-    assert_golden(momentum(steps), case["momentum"], x64=True)
+    assert_matches_torch(_build, case, x64=True)
 
 
 def test_goldens_cover_every_mode():

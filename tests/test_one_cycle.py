@@ -8,7 +8,7 @@ import pytest
 from _schedule_checks import (
     GOLDENS,
     assert_finite_grad,
-    assert_golden,
+    assert_matches_torch,
     assert_step_types,
     assert_traceable,
 )
@@ -49,20 +49,12 @@ def _fastai_reference(n, max_lr, pct=0.25, div=25.0, div_final=1e5, moms=(0.95, 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["kwargs"]))
 def test_matches_torch_float32(case):
-    lr, momentum = _build(case["kwargs"])
-    steps = np.asarray(case["steps"])
-    assert lr(steps).dtype == jnp.float32
-    assert_golden(lr(steps), case["lr"], x64=False)
-    assert_golden(momentum(steps), case["momentum"], x64=False)
+    assert_matches_torch(_build, case, x64=False)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["kwargs"]))
 def test_matches_torch_float64(case, x64):
-    lr, momentum = _build(case["kwargs"])
-    steps = np.asarray(case["steps"])
-    assert lr(steps).dtype == jnp.float64
-    assert_golden(lr(steps), case["lr"], x64=True)
-    assert_golden(momentum(steps), case["momentum"], x64=True)
+    assert_matches_torch(_build, case, x64=True)
 
 
 def test_goldens_cover_the_variants():
