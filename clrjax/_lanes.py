@@ -366,11 +366,23 @@ def batch_indices(
     num_epochs = math.ceil(num_batches / per_epoch)
     if shuffle:  # one device call for all epochs; sorting on the host is ~50x faster
         bits = np.asarray(_epoch_bits(key, num_epochs, num_examples))
-        perms = np.argsort(bits, axis=1, kind="stable")
+        perms = _stable_argsort(bits)
     else:
         perms = np.broadcast_to(np.arange(num_examples), (num_epochs, num_examples))
     epochs = perms[:, : per_epoch * batch_size].reshape(-1, batch_size)
     return epochs[:num_batches].astype(np.int32)
+
+
+def _stable_argsort(bits: np.ndarray) -> np.ndarray:
+    """``np.argsort(bits, axis=1, kind="stable")`` of uint32 rows, ~10x faster.
+
+    Sorts the unique keys ``bits << 32 | position`` (NumPy's default sort of
+    uint64 is vectorized; its stable sort of uint32 is not), so ties keep
+    their order exactly as in a stable sort.
+    """
+    position = np.arange(bits.shape[1], dtype=np.uint64)
+    keys = np.sort((bits.astype(np.uint64) << np.uint64(32)) | position, axis=1)
+    return keys & np.uint64(0xFFFFFFFF)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
