@@ -568,7 +568,8 @@ _SEQUENTIAL_MAX_LANES = 8  # "sequential" compiles one copy of the step per lane
 
 def _shape_key(tree: Any) -> tuple:
     leaves, treedef = jax.tree.flatten(tree)
-    return (str(treedef), *((np.shape(a), str(getattr(a, "dtype", ""))) for a in leaves))
+    dtype = lambda a: str(getattr(a, "dtype", type(a).__name__))
+    return (str(treedef), *((np.shape(a), dtype(a)) for a in leaves))
 
 
 def _time_strategy(cfg, start, consts, ctx, inputs, probe_steps, chunk_size) -> float:
@@ -598,6 +599,7 @@ def resolve(
     *,
     num_lanes: int,
     start: Callable[[Program, Any], Any],
+    start_from: Any,
     consts: Any,
     ctx: Any,
     inputs: Callable[[int, int], tuple[Any, Any]],
@@ -625,6 +627,11 @@ def resolve(
     * Data given as a stream of batches is never read ahead: no estimate, no
       timing; the first candidate (``"vmap"``) is taken.
 
+    ``start_from`` is what ``start(program, consts)`` builds the lane state
+    from (arrays or ``jax.ShapeDtypeStruct``, e.g. params, model state, first
+    LR): its shapes and dtypes key the cache, so a cached choice costs no
+    tracing.
+
     Returns:
       ``(cfg, chunk_size)`` with concrete ``lanes``, ``lane_batch_size``,
       ``lane_shards`` and ``driver``.
@@ -633,11 +640,11 @@ def resolve(
         cfg = dataclasses.replace(cfg, lane_shards=num_lane_shards(num_lanes, jax.device_count()))
     if cfg.lanes not in ("auto", "map") and cfg.driver != "auto":
         return cfg, _chunk(cfg.driver, chunk_size, num_steps)
-    probe_cfg = dataclasses.replace(cfg, lanes="vmap", driver="python")
-    carry = jax.eval_shape(lambda k: start(get_program(probe_cfg), k), consts)
     key = (cfg, num_lanes, num_steps, chunk_size, max_memory, wants_chunks)
-    key += (_shape_key(carry), _shape_key(ctx), jax.default_backend(), jax.device_count())
+    key += (_shape_key((start_from, consts, ctx)), jax.default_backend(), jax.device_count())
     if key not in _CHOICES:
+        probe_cfg = dataclasses.replace(cfg, lanes="vmap", driver="python")
+        carry = jax.eval_shape(lambda k: start(get_program(probe_cfg), k), consts)
         if cfg.indexed:
             footprint = estimate_memory(cfg, carry, consts, ctx, *inputs(0, 1))
             fit = lanes_that_fit(footprint, num_lanes, memory_budget(max_memory))

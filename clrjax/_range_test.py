@@ -221,8 +221,10 @@ def range_test(
         raise ValueError("params must be given unless init_fn is")
     if init_fn is None:
         _lanes.check_trainable("params", params)
+        init_params = params
     else:
-        _lanes.check_trainable("init_fn(key)", jax.eval_shape(init_fn, jax.random.key(0)))
+        init_params = jax.eval_shape(init_fn, jax.random.key(0))
+        _lanes.check_trainable("init_fn(key)", init_params)
     optimizer = _lanes.pytorch_sgd if optimizer is None else optimizer
     lane_set = _lanes.expand_grid(grid, seeds)
     if "seed" in lane_set.hparams and init_fn is None and not rng and shuffle != "per_seed":
@@ -303,6 +305,7 @@ def range_test(
         cfg,
         num_lanes=lane_set.num_lanes,
         start=start,
+        start_from=(init_params, state, lr0),
         consts=consts,
         ctx=ctx,
         inputs=inputs,
