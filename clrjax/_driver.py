@@ -448,8 +448,12 @@ def drive(
             progress.update(min(chunk_size, num_steps - (start - chunk_size)))
         if stop_early and start < num_steps and not bool(jnp.any(carry["alive"])):
             break
-    outputs = jax.tree.map(lambda *c: jnp.concatenate(c)[:num_steps], *chunks)
-    return carry, outputs, min(start, num_steps)
+
+    def join(*pieces):  # no device calls when one chunk holds exactly the steps
+        joined = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
+        return joined[:num_steps] if len(joined) > num_steps else joined
+
+    return carry, jax.tree.map(join, *chunks), min(start, num_steps)
 
 
 # ------------------------------------------------------------- choosing a strategy
