@@ -14,7 +14,10 @@ The stage is built from three small, swappable pieces:
    all lanes: ``"vmap"`` (one batched step), ``"map"`` (``lax.map`` over
    lanes, ``lane_batch_size`` lanes at a time, to bound memory),
    ``"sequential"`` (each lane's step written out after the previous one in
-   the same program: plain, unbatched matmuls, no loop) or
+   the same program: plain, unbatched matmuls, no loop), ``"serial"``
+   (``lax.map`` over lanes *outside* the steps: each lane, or group of
+   ``lane_batch_size`` lanes, runs through the whole chunk of steps before
+   the next starts, so its working set stays in cache) or
    ``"sharded"`` (``"vmap"`` with the lane axis split over a
    ``jax.sharding.Mesh`` of the devices);
 3. a **step driver** (:data:`STEP_DRIVERS`): ``"scan"`` runs every step in one
@@ -52,7 +55,7 @@ import optax
 
 from clrjax import _lanes
 
-LANE_STRATEGIES = ("vmap", "map", "sequential", "sharded")
+LANE_STRATEGIES = ("vmap", "map", "sequential", "serial", "sharded")
 STEP_DRIVERS = ("scan", "chunks", "unrolled", "python")
 SMOOTHINGS = ("debiased_ema", "ema")
 
@@ -75,7 +78,8 @@ class StepConfig:
         arrive stacked in ``x["batch"]``).
       validate: evaluate ``ctx["val"]`` when ``x["val_now"]``.
       lanes: lane strategy, one of :data:`LANE_STRATEGIES`.
-      lane_batch_size: lanes per ``lax.map`` iteration (``"map"`` only).
+      lane_batch_size: lanes per ``lax.map`` iteration (``"map"``; for
+        ``"serial"`` the lanes of a group, default 1).
       lane_shards: devices the lane axis is split over (1: not split).
       driver: step driver, one of :data:`STEP_DRIVERS`.
     """
@@ -209,13 +213,16 @@ def make_lane_step(cfg: StepConfig) -> Callable[..., Any]:
         was_alive = state["alive"]
         alive = was_alive & ~bad
 
-        def keep(new, old):  # freeze diverged lanes; keep dtypes stable (e.g. f64 LR, f32 state)
-            return jax.tree.map(lambda n, o: jnp.where(alive, n, o).astype(o.dtype), new, old)
+        def same_dtypes(new, old):  # e.g. a float64 LR must not turn float32 state into f64
+            return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
 
+        # A diverged lane's params, optimizer and model state are not frozen: they are
+        # never read back, its outputs are masked below, lanes never mix, and a
+        # per-step jnp.where over the whole state cost up to ~20% of a dense step on CPU.
         new_state = {
-            "params": keep(new_params, params),
-            "opt_state": keep(new_opt_state, state["opt_state"]),
-            "model_state": keep(new_model_state, model_state),
+            "params": same_dtypes(new_params, params),
+            "opt_state": same_dtypes(new_opt_state, state["opt_state"]),
+            "model_state": same_dtypes(new_model_state, model_state),
             "ema": jnp.where(alive, ema, state["ema"]),
             "best": jnp.where(alive, best, state["best"]),
             "alive": alive,
@@ -310,7 +317,7 @@ def _map_lanes(cfg: StepConfig, fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def mapped(lane_tree, shared):
         num_lanes = len(jax.tree.leaves(lane_tree)[0])
-        if cfg.lanes in ("vmap", "sharded") and num_lanes > 1:
+        if cfg.lanes in ("vmap", "serial", "sharded") and num_lanes > 1:
             return batched(lane_tree, shared)
         # "sequential": each lane's step written out after the previous one (no loop)
         outputs = [
@@ -378,9 +385,10 @@ def get_program(cfg: StepConfig) -> Program:
     def step_one(lane, shared):
         return lane_step(lane["state"], lane["consts"], shared["ctx"], shared["x"], lane["x"])
 
-    step_lanes = _map_lanes(cfg, step_one)
+    # "serial" steps one lane (or a lax.map batch of lanes) at a time: no lane axis
+    step_lanes = step_one if cfg.lanes == "serial" else _map_lanes(cfg, step_one)
 
-    def run(carry, consts, ctx, xs, lane_xs):
+    def run_steps(carry, consts, ctx, xs, lane_xs):
         def advance(carry, x, lane_x):
             lane = {"state": carry, "consts": consts, "x": lane_x}
             return step_lanes(lane, {"ctx": ctx, "x": x})
@@ -407,6 +415,18 @@ def get_program(cfg: StepConfig) -> Program:
             carry, out = body(carry, jax.tree.map(functools.partial(_row, i=i), (xs, lane_xs)))
             outputs.append(out)
         return carry, jax.tree.map(lambda *o: jnp.stack(o), *outputs)
+
+    def run(carry, consts, ctx, xs, lane_xs):
+        if cfg.lanes != "serial":
+            return run_steps(carry, consts, ctx, xs, lane_xs)
+
+        def one_lane(lane):
+            return run_steps(lane["carry"], lane["consts"], ctx, xs, lane["x"])
+
+        lanes_first = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), lane_xs)  # (lanes, steps, ...)
+        lanes = {"carry": carry, "consts": consts, "x": lanes_first}
+        carry, outputs = jax.lax.map(one_lane, lanes, batch_size=cfg.lane_batch_size)
+        return carry, jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), outputs)  # (steps, lanes)
 
     return Program(
         init=jax.jit(init),
@@ -556,7 +576,7 @@ def lanes_that_fit(footprint: Footprint, num_lanes: int, budget: float) -> int:
 def describe(cfg: StepConfig) -> str:
     """The strategy label recorded in the result, e.g. ``"map[4]/chunks"``."""
     lanes = cfg.lanes
-    if lanes == "map":
+    if lanes == "map" or (lanes == "serial" and cfg.lane_batch_size not in (None, 1)):
         lanes += f"[{cfg.lane_batch_size}]"
     if lanes == "sharded":
         lanes += f"[{cfg.lane_shards}]"
@@ -623,9 +643,9 @@ def resolve(
       (early stop, progress bar) or several lane strategies are to be timed,
       else ``"scan"``.
     * Lanes: the candidates are ``"vmap"``, plus (unless the step computes less
-      than 1 MiB) ``"sequential"`` on CPU up to 8 lanes (it compiles one copy
-      of the step per lane) and ``"sharded"`` with several devices; with more
-      than one
+      than 1 MiB) on CPU ``"serial"`` (not with the loop-free drivers) and
+      ``"sequential"`` up to 8 lanes (it compiles one copy of the step per
+      lane), and ``"sharded"`` with several devices; with more than one
       candidate the first chunk is timed with each (compiling each once) and
       the fastest is kept, cached per configuration, shapes, backend and lanes.
     * Data given as a stream of batches is never read ahead: no estimate, no
@@ -675,6 +695,8 @@ def _candidates(
     driver = cfg.driver
     if driver == "auto":
         driver = "python" if on_cpu and footprint.convolutions else "chunks"
+    if cfg.lanes == "serial":  # groups of lane_batch_size lanes: fits when one lane does
+        return [dataclasses.replace(cfg, driver=driver)]
     if (
         cfg.lanes == "map"
         or cfg.lane_batch_size is not None
@@ -684,6 +706,8 @@ def _candidates(
         return [dataclasses.replace(cfg, lanes="map", lane_batch_size=size, driver=driver)]
     lanes = [cfg.lanes] if cfg.lanes != "auto" else ["vmap"]
     if cfg.lanes == "auto" and num_lanes > 1 and footprint.intermediates >= _PROBE_MIN_BYTES:
+        if on_cpu and driver in ("scan", "chunks"):  # lanes inside a loop: not for convs
+            lanes.append("serial")
         if on_cpu and num_lanes <= _SEQUENTIAL_MAX_LANES:
             lanes.append("sequential")
         if jax.device_count() > 1 and cfg.lane_shards == 1:

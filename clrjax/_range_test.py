@@ -76,7 +76,7 @@ def range_test(
     **Loss function protocol.** ``loss_fn(params, batch) -> loss`` (a floating
     scalar). With ``state`` given, ``loss_fn(params, state, batch)`` returns
     ``(loss, new_state)`` (mutable model state such as BatchNorm statistics,
-    threaded through the steps and frozen with the lane). With ``rng=True`` a
+    threaded through the steps, per lane). With ``rng=True`` a
     PRNG key (distinct per step and micro-batch) is passed as the last
     argument. With ``has_aux=True`` the loss output is ``(loss, aux)``, or
     ``(loss, (new_state, aux))`` with ``state``; ``aux`` is ignored.
@@ -85,8 +85,9 @@ def range_test(
     minimum, a lane diverges at the first step where the loss is NaN/Inf or
     :math:`s_t - b_t > (\tau - 1)|b_t|` (for positive losses exactly fastai's
     :math:`s_t > \tau b_t`; the absolute value keeps the rule meaningful for
-    negative losses). The lane is then frozen (that step's update is
-    discarded) and its later losses are NaN.
+    negative losses). From then on the lane's losses (and validation losses)
+    are reported as NaN; lanes never mix, so its NaN/Inf values cannot reach
+    another lane.
 
     Args:
       loss_fn: the loss function (protocol above).
@@ -144,13 +145,18 @@ def range_test(
         (``lax.map`` over lanes, ``lane_batch_size`` at a time; default: as
         many as fit in memory), ``"sequential"`` (each lane's step written out
         after the previous one in the same program: unbatched, no loop),
+        ``"serial"`` (``lax.map`` over lanes outside the steps: each lane, or
+        group of ``lane_batch_size`` lanes, runs through a whole chunk of
+        steps before the next; on CPU a large model's state then stays in
+        cache, and a diverged lane skips its remaining steps),
         ``"sharded"`` (``"vmap"`` with the lanes split over
         all devices; over the most devices that divide the lane count) or
         ``"auto"``: lanes chunked as ``"map"`` when the memory estimate exceeds
         ``max_memory``, otherwise the fastest of the plausible strategies,
         timed on the first chunk (once per configuration and shapes; see
         ``result.strategy``).
-      lane_batch_size: lanes per ``lax.map`` iteration with ``lanes="map"``.
+      lane_batch_size: lanes per ``lax.map`` iteration with ``lanes="map"``
+        or ``"serial"`` (``"serial"`` default: 1).
       shard_lanes: split the lanes of any strategy over all of
         ``jax.devices()`` (the number of lanes must be a multiple of the
         device count); data and validation batches are replicated.

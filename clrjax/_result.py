@@ -28,7 +28,7 @@ class RangeTestResult:
     Attributes:
       lrs: ``(num_steps,)`` learning rate of each step (shared by all lanes).
       losses: ``(lanes, num_steps)`` raw training loss of each step; NaN after
-        the lane diverged (its params were frozen) and after an early stop.
+        the lane diverged (its outputs are masked) and after an early stop.
       smoothed: ``(lanes, num_steps)`` smoothed loss (NaN where ``losses`` is).
       diverged_at: ``(lanes,)`` first step flagged as diverged, or -1.
       hparams: ``name -> (lanes,)`` hyperparameters of each lane (the grid's

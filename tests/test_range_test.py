@@ -186,7 +186,7 @@ def test_matches_torch_lr_finder(case):
 # --------------------------------------------------------------- divergence
 
 
-def test_nan_lane_is_frozen_and_does_not_spread():
+def test_nan_lane_is_masked_and_does_not_spread():
     def loss_fn(w, batch):  # NaN once the weights get large
         loss = mse(w, batch)
         return jnp.where(jnp.sum(w**2) > 50.0, jnp.nan, loss)

@@ -10,6 +10,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import clrjax
@@ -78,7 +79,7 @@ def assert_same_run(result, reference):
 
 
 def test_reference_run_diverges_in_some_lanes(reference):
-    # The comparisons below cover frozen lanes too: some lanes diverge, not all at once.
+    # The comparisons below cover diverged lanes too: some lanes diverge, not all at once.
     assert reference.strategy == "vmap/scan"
     assert np.any(reference.diverged_at >= 0)
     assert len(set(reference.diverged_at.tolist())) > 1
@@ -89,6 +90,8 @@ def test_reference_run_diverges_in_some_lanes(reference):
     [
         ("map", 4, "map[4]/chunks"),  # 6 lanes: a chunk of 4 and a remainder of 2
         ("sequential", None, "sequential/chunks"),
+        ("serial", None, "serial/chunks"),  # one lane after another, through each chunk
+        ("serial", 4, "serial[4]/chunks"),  # groups of 4 (vmapped) and a remainder of 2
         ("sharded", None, "sharded[1]/chunks"),  # one device here; 8 in the subprocess test
     ],
 )
@@ -96,6 +99,25 @@ def test_lane_strategies_match_vmap(reference, lanes, lane_batch_size, strategy)
     r = run(lanes=lanes, lane_batch_size=lane_batch_size, driver="chunks", chunk_size=5)
     assert r.strategy == strategy
     assert_same_run(r, reference)
+
+
+def poisoned_sgd(learning_rate, poison):
+    """SGD whose updates are NaN in lanes with ``poison > 0``."""
+    nan_or_one = jnp.where(poison > 0, jnp.nan, 1.0)
+    return optax.chain(clrjax._lanes.pytorch_sgd(learning_rate), optax.scale(nan_or_one))
+
+
+@pytest.mark.parametrize("lanes", ["vmap", "serial", "map", "sequential"])
+def test_a_nan_lane_never_reaches_the_others(lanes):
+    # Lane 1's params turn NaN after its first update and are never frozen: the
+    # other lanes must train exactly as they do without it.
+    kw = dict(optimizer=poisoned_sgd, diverge_threshold=None, end_lr=1.0, lanes=lanes)
+    r = run(grid={"poison": [0.0, 1.0, 0.0]}, lane_batch_size=2, **kw)
+    alone = run(grid={"poison": [0.0]}, **kw)
+    assert r.diverged_at.tolist() == [-1, 1, -1]
+    assert np.all(np.isnan(r.losses[1, 2:])) and np.all(np.isfinite(r.losses[[0, 2]]))
+    for i in (0, 2):
+        np.testing.assert_allclose(r.losses[i], alone.losses[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("driver", ["chunks", "unrolled", "python"])
@@ -130,11 +152,43 @@ def test_auto_picks_a_strategy_records_and_caches_it(reference):
     _driver._CHOICES.clear()
     r = run(lanes="auto", driver="auto")
     lanes, driver = r.strategy.split("/")
-    assert lanes in ("vmap", "sequential") and driver in ("chunks", "scan")
+    assert lanes in ("vmap", "serial", "sequential") and driver in ("chunks", "scan")
     assert len(_driver._CHOICES) == 1
     assert_same_run(r, reference)
     again = run(lanes="auto", driver="auto", start_lr=1e-4)  # new values, same shapes
     assert again.strategy == r.strategy and len(_driver._CHOICES) == 1
+
+
+@pytest.mark.parametrize("scan_driver", ["scan", "python"])
+def test_serial_strategy_matches_vmap_with_every_step_driver(reference, scan_driver):
+    r = run(lanes="serial", driver=scan_driver)
+    assert r.strategy == f"serial/{scan_driver}"
+    assert_same_run(r, reference)
+
+
+@pytest.mark.parametrize(
+    ("num_lanes", "convolutions", "expected"),
+    [
+        (16, False, ["vmap/chunks", "serial/chunks"]),
+        (4, False, ["vmap/chunks", "serial/chunks", "sequential/chunks"]),
+        (4, True, ["vmap/python", "sequential/python"]),  # no lanes loop around convolutions
+        (1, False, ["vmap/scan"]),  # nothing to choose between
+    ],
+)
+def test_auto_candidates_on_cpu(num_lanes, convolutions, expected):
+    cfg = _driver.StepConfig(
+        loss_fn=mlp_loss,
+        optimizer=clrjax._lanes.pytorch_sgd,
+        val_loss_fn=mlp_loss,
+        lanes="auto",
+        driver="auto",
+    )
+    big = _driver.Footprint(0, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
+    got = _driver._candidates(cfg, num_lanes, big, num_lanes, wants_chunks=False)
+    assert [_driver.describe(c) for c in got] == expected
+    small = _driver.Footprint(0, _driver._PROBE_MIN_BYTES // 2, 0, convolutions)
+    got = _driver._candidates(cfg, num_lanes, small, num_lanes, wants_chunks=False)
+    assert [_driver.describe(c) for c in got] == [expected[0].replace("chunks", "scan")]
 
 
 def test_auto_on_cpu_drives_convolutions_without_loops():
