@@ -54,7 +54,7 @@ from _workloads import WORKLOADS, Workload, make_batches, make_workload
 import clrjax
 
 START_LR, END_LR, MOMENTUM = 1e-4, 1.0, 0.9
-LANE_STRATEGIES = ("vmap", "map", "sequential", "sharded", "auto")
+LANE_STRATEGIES = ("vmap", "map", "sequential", "serial", "sharded", "auto")
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -444,6 +444,9 @@ def main(argv=None):
         rows_strategies = list(strategies)
         if convolutional:
             rows_strategies.insert(1, "vmap/unrolled")
+        if convolutional and cpu_default and "serial" in rows_strategies:
+            rows_strategies.remove("serial")  # a lanes loop around convolutions: as slow as map
+            print("  (CPU default: no clrjax/serial row, a loop around convolutions like map)")
         for k in lanes:
             wds = np.geomspace(1e-5, 1e-2, k) if k > 1 else np.array([1e-4])
             flops = workload.flops_per_example * args.batch_size * steps * k

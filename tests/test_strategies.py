@@ -167,15 +167,17 @@ def test_serial_strategy_matches_vmap_with_every_step_driver(reference, scan_dri
 
 
 @pytest.mark.parametrize(
-    ("num_lanes", "convolutions", "expected"),
+    ("num_lanes", "convolutions", "state_mib", "expected"),
     [
-        (16, False, ["vmap/chunks", "serial/chunks"]),
-        (4, False, ["vmap/chunks", "serial/chunks", "sequential/chunks"]),
-        (4, True, ["vmap/python", "sequential/python"]),  # no lanes loop around convolutions
-        (1, False, ["vmap/scan"]),  # nothing to choose between
+        (16, False, 0, ["vmap/scan"]),  # small state: only vmap
+        (16, False, 32, ["vmap/chunks", "serial/chunks"]),
+        (4, False, 0, ["vmap/chunks", "sequential/chunks"]),
+        (4, False, 32, ["vmap/chunks", "serial/chunks", "sequential/chunks"]),
+        (4, True, 32, ["vmap/python", "sequential/python"]),  # no lanes loop around convolutions
+        (1, False, 32, ["vmap/scan"]),  # nothing to choose between
     ],
 )
-def test_auto_candidates_on_cpu(num_lanes, convolutions, expected):
+def test_auto_candidates_on_cpu(num_lanes, convolutions, state_mib, expected):
     cfg = _driver.StepConfig(
         loss_fn=mlp_loss,
         optimizer=clrjax._lanes.pytorch_sgd,
@@ -183,10 +185,10 @@ def test_auto_candidates_on_cpu(num_lanes, convolutions, expected):
         lanes="auto",
         driver="auto",
     )
-    big = _driver.Footprint(0, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
+    big = _driver.Footprint(state_mib << 20, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
     got = _driver._candidates(cfg, num_lanes, big, num_lanes, wants_chunks=False)
     assert [_driver.describe(c) for c in got] == expected
-    small = _driver.Footprint(0, _driver._PROBE_MIN_BYTES // 2, 0, convolutions)
+    small = _driver.Footprint(state_mib << 20, _driver._PROBE_MIN_BYTES // 2, 0, convolutions)
     got = _driver._candidates(cfg, num_lanes, small, num_lanes, wants_chunks=False)
     assert [_driver.describe(c) for c in got] == [expected[0].replace("chunks", "scan")]
 
