@@ -31,7 +31,8 @@ The stage is built from three small, swappable pieces:
 :func:`resolve` turns ``"auto"`` into a concrete strategy: a memory estimate
 (:func:`estimate_memory`) chunks the lanes when they would not fit, and when
 several strategies are plausible the first steps are timed with each of them
-once (the choice is cached per configuration, shapes, backend and lanes).
+(in turn, the fastest of a few runs; the choice is cached per configuration,
+shapes, backend and lanes).
 
 All hyperparameters, learning rates, the smoothing beta and the divergence
 threshold are traced arguments, so :func:`get_program` compiles once per
@@ -589,6 +590,7 @@ _CHOICES: dict[Any, tuple[StepConfig, int]] = {}
 _PROBE_MIN_BYTES = 1 << 20  # smaller steps take "vmap" untimed: timing would cost more
 _SEQUENTIAL_MAX_LANES = 8  # "sequential" compiles one copy of the step per lane
 _SERIAL_MIN_BYTES = 16 << 20  # lane state (all lanes) above which CPU probes "serial"
+_PROBE_ROUNDS = 3  # timed runs of the first chunk per candidate (the fastest counts)
 
 
 def _shape_key(tree: Any) -> tuple:
@@ -597,26 +599,32 @@ def _shape_key(tree: Any) -> tuple:
     return (str(treedef), *((np.shape(a), dtype(a)) for a in leaves))
 
 
-def _time_strategy(cfg, start, consts, ctx, inputs, probe_steps, chunk_size) -> float:
-    """Seconds for ``probe_steps`` steps with ``cfg``, after a first (compiling) run."""
-    elapsed = math.inf
-    for _ in range(2):
-        program, carry, lane_consts, shared_ctx = prepare(cfg, start, consts, ctx)
-        jax.block_until_ready(carry)
-        begin = time.perf_counter()
-        _, outputs, _ = drive(
-            program,
-            carry,
-            lane_consts,
-            shared_ctx,
-            inputs,
-            probe_steps,
-            chunk_size=chunk_size,
-            stop_early=False,
-        )
-        jax.block_until_ready(outputs)
-        elapsed = time.perf_counter() - begin
-    return elapsed
+def _time_strategies(cfgs, start, consts, ctx, inputs, probe_steps, chunk_size) -> list[float]:
+    """Fastest of :data:`_PROBE_ROUNDS` runs of ``probe_steps`` steps with each of ``cfgs``.
+
+    A first round compiles; the timed rounds take the candidates in turn, so
+    that load from other processes hits them alike.
+    """
+    best = [math.inf] * len(cfgs)
+    for timed in [False] + [True] * _PROBE_ROUNDS:
+        for i, cfg in enumerate(cfgs):
+            program, carry, lane_consts, shared_ctx = prepare(cfg, start, consts, ctx)
+            jax.block_until_ready(carry)
+            begin = time.perf_counter()
+            _, outputs, _ = drive(
+                program,
+                carry,
+                lane_consts,
+                shared_ctx,
+                inputs,
+                probe_steps,
+                chunk_size=chunk_size,
+                stop_early=False,
+            )
+            jax.block_until_ready(outputs)
+            if timed:
+                best[i] = min(best[i], time.perf_counter() - begin)
+    return best
 
 
 def resolve(
@@ -648,8 +656,9 @@ def resolve(
       (beyond the caches; not with the loop-free drivers) and
       ``"sequential"`` up to 8 lanes (it compiles one copy of the step per
       lane), and ``"sharded"`` with several devices; with more than one
-      candidate the first chunk is timed with each (compiling each once) and
-      the fastest is kept, cached per configuration, shapes, backend and lanes.
+      candidate the first chunk is run with each (compiling each once), then
+      three more times taking the candidates in turn, and the one with the
+      fastest run is kept, cached per configuration, shapes, backend and lanes.
     * Data given as a stream of batches is never read ahead: no estimate, no
       timing; the first candidate (``"vmap"``) is taken.
 
@@ -680,10 +689,9 @@ def resolve(
         chunk_size = _chunk(candidates[0].driver, chunk_size, num_steps)
         if len(candidates) > 1 and cfg.indexed:
             probe_steps = min(num_steps, 4 if candidates[0].driver == "python" else chunk_size)
-            times = [
-                _time_strategy(c, start, consts, ctx, inputs, probe_steps, chunk_size)
-                for c in candidates
-            ]
+            times = _time_strategies(
+                candidates, start, consts, ctx, inputs, probe_steps, chunk_size
+            )
             candidates = [candidates[int(np.argmin(times))]]
         _CHOICES[key] = candidates[0], chunk_size
     return _CHOICES[key]

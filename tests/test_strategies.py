@@ -307,4 +307,4 @@ def test_sharded_lanes_on_8_cpu_devices_match_single_device():
         assert out[k]["devices_used"] == int(k)
         assert out[k]["max_rel_diff"] < 1e-4, out[k]
         assert out[k]["nan_equal"] and out[k]["diverged_equal"]
-    assert out["auto"].split("/")[0].split("[")[0] in ("vmap", "sequential", "sharded")
+    assert out["auto"].split("/")[0].split("[")[0] in ("vmap", "serial", "sequential", "sharded")
