@@ -392,20 +392,30 @@ def _epoch_bits(key: jax.Array, num_epochs: int, num_examples: int) -> jax.Array
     return jax.vmap(lambda k: jax.random.bits(k, (num_examples,)))(keys)
 
 
-def lane_keys(key: jax.Array, lanes: Lanes) -> jax.Array:
-    """One PRNG key per lane: ``fold_in(key, seed)``, or ``key`` itself without seeds."""
-    seeds = lanes.seeds
+def split_keys(key: jax.Array, lanes: Lanes) -> tuple[jax.Array, jax.Array]:
+    """``(data_key, lane_keys)`` from ``key`` in one device call.
+
+    ``split(key)`` gives the data-order key and a lane key; lane ``i``'s key is
+    ``fold_in(lane_key, seed_i)``, or the lane key itself without seeds.
+    """
+    seeds = None if lanes.seeds is None else np.asarray(lanes.seeds, np.uint32)
+    return _split_keys(key, seeds, lanes.num_lanes)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _split_keys(key, seeds, num_lanes):
+    data_key, lane_key = jax.random.split(key)
     if seeds is None:
-        return jnp.broadcast_to(key, (lanes.num_lanes,))
-    return jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.asarray(seeds, jnp.uint32))
+        return data_key, jnp.broadcast_to(lane_key, (num_lanes,))
+    return data_key, jax.vmap(lambda s: jax.random.fold_in(lane_key, s))(seeds)
 
 
 def as_key(key: Any) -> jax.Array:
     """Accepts a typed key, a legacy uint32 key, an int seed or None (seed 0)."""
     if key is None:
-        return jax.random.key(0)
+        return _seed_key(0)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
+        return _seed_key(int(key))
     if not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax.random.key, an int seed or None, got {key!r}")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -415,6 +425,11 @@ def as_key(key: Any) -> jax.Array:
     if key.shape == (2,) and key.dtype == jnp.uint32:
         return jax.random.wrap_key_data(key)
     raise TypeError(f"key must be a jax.random.key, an int seed or None, got {key!r}")
+
+
+@functools.lru_cache(maxsize=16)
+def _seed_key(seed: int) -> jax.Array:
+    return jax.random.key(seed)  # immutable: safe to share between calls
 
 
 def validation_batches(val_data: Any, val_batch_size: int | None) -> Any:

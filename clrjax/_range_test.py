@@ -252,8 +252,7 @@ def range_test(
         chunk_size = math.ceil(num_steps / _DEFAULT_NUM_CHUNKS)
 
     key = _lanes.as_key(key)
-    data_key, lane_key = jax.random.split(key)
-    keys = _lanes.lane_keys(lane_key, lane_set)
+    data_key, keys = _lanes.split_keys(key, lane_set)
     device_data, idx, stream = _lanes.plan_batches(
         data,
         batch_size=batch_size,
@@ -265,8 +264,8 @@ def range_test(
     )
     ctx: dict[str, Any] = {
         "data": device_data,
-        "beta": jnp.float32(beta),
-        "threshold": jnp.float32(np.inf if diverge_threshold is None else diverge_threshold),
+        "beta": np.float32(beta),  # NumPy: moved with the call, no device op of its own
+        "threshold": np.float32(np.inf if diverge_threshold is None else diverge_threshold),
     }
     validate = val_data is not None
     val_now = np.zeros(num_steps, bool)
@@ -293,10 +292,10 @@ def range_test(
         driver=driver,
     )
     consts = {
-        "hparams": {k: jnp.asarray(v) for k, v in lane_set.optimizer_hparams().items()},
+        "hparams": {k: np.asarray(v) for k, v in lane_set.optimizer_hparams().items()},
         "key": keys,
     }
-    lr0 = jnp.asarray(lrs[0], num.float_dtype())
+    lr0 = np.asarray(lrs[0], num.float_dtype())
 
     def start(program: _driver.Program, lane_consts: Any) -> Any:
         if init_fn is None:
