@@ -15,8 +15,11 @@ of ``--batch-size``:
   steps; "vs torch" compares with the faster of the two;
 * ``clrjax/<lanes>``: ``clrjax.range_test`` with each lane strategy, and ``auto``.
 
-Steady-state time is the fastest of ``--repeats`` runs after a first (compiling)
-run; "compile" is the first run's time minus the steady time. Memory is the
+Each row's first call runs from empty caches and compiles ("compile" is that
+call's time minus the steady time). Then the rows of one workload and K take
+turns: ``--repeats`` rounds, each row called in every round until it has run
+for ``--min-time / --repeats`` seconds, so that load from other processes hits
+all rows alike; the steady time is a row's fastest call. Memory is the
 device's peak bytes in use where JAX reports it (GPU/TPU), else the peak growth
 of the process's resident set during the steady runs, sampled every 2 ms.
 
@@ -100,30 +103,54 @@ class _PeakMemory:
             self.peak_mb = max(self._top, self._rss_mb()) - self._base
 
 
-def _measure(fn, repeats: int, min_time: float = 1.0) -> dict[str, float]:
-    """Times ``fn()`` once cold (from empty caches: compiles) then warm.
-
-    Warm runs repeat until ``min_time`` seconds were measured or ``repeats``
-    runs were made (at least one); the fastest is the steady time.
-    """
+def _clear_caches() -> None:
     jax.clear_caches()
     if hasattr(clrjax, "range_test"):
         from clrjax import _driver
 
         _driver.get_program.cache_clear()
         _driver._CHOICES.clear()
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - start
-    times, peak = [], 0.0
-    while not times or (len(times) < repeats and sum(times) < min_time):
-        with _PeakMemory() as mem:
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times.append(time.perf_counter() - start)
-        peak = max(peak, mem.peak_mb)
-    steady = min(times)
-    return {"steady": steady, "compile": max(first - steady, 0.0), "mem_mb": peak}
+
+
+def _measure_rows(rows: dict, repeats: int, min_time: float) -> dict[str, dict[str, float]]:
+    """Times every ``rows[name]()`` once cold, then warm, the rows taking turns.
+
+    Cold: each row's first call from empty caches (JAX's and clrjax's), so it
+    compiles (and ``auto`` times its candidates). Warm: ``repeats`` rounds; in
+    each round every row in turn is called until it has run for
+    ``min_time / repeats`` seconds (at least once). Taking turns spreads the
+    load of other processes over all rows alike. The fastest warm call is the
+    steady time.
+    """
+    first = {}
+    for name, fn in rows.items():
+        _clear_caches()
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        first[name] = time.perf_counter() - start
+    for fn in rows.values():  # compiled again after the other rows cleared the caches
+        jax.block_until_ready(fn())
+    times = {name: [] for name in rows}
+    peak = dict.fromkeys(rows, 0.0)
+    for _ in range(repeats):
+        for name, fn in rows.items():
+            spent = 0.0
+            while spent == 0.0 or spent < min_time / repeats:
+                with _PeakMemory() as mem:
+                    start = time.perf_counter()
+                    jax.block_until_ready(fn())
+                    elapsed = time.perf_counter() - start
+                times[name].append(elapsed)
+                spent += elapsed
+                peak[name] = max(peak[name], mem.peak_mb)
+    return {
+        name: {
+            "steady": min(times[name]),
+            "compile": max(first[name] - min(times[name]), 0.0),
+            "mem_mb": peak[name],
+        }
+        for name in rows
+    }
 
 
 # ----------------------------------------------------------------------------- JAX baselines
@@ -210,7 +237,6 @@ def torch_lr_finder_runs(
     import torch
     from torch_lr_finder import LRFinder
 
-    torch.set_num_threads(threads)
     dataset = torch.utils.data.TensorDataset(
         torch.from_numpy(workload.x), torch.from_numpy(workload.y).long()
     )
@@ -219,6 +245,7 @@ def torch_lr_finder_runs(
     )
 
     def run():
+        torch.set_num_threads(threads)  # per call: the rows take turns
         for wd in weight_decays:
             model = workload.torch_model()
             opt = torch.optim.SGD(
@@ -426,7 +453,6 @@ def main(argv=None):
         print("clrjax/sharded rows: skipped (one device; tested on 8 forced CPU devices)")
 
     table = {}
-    measure = lambda fn: _measure(fn, args.repeats, args.min_time)
     for name in args.workloads.split(","):
         convolutional = name in ("cnn", "cifar_cnn")
         cpu_default = on_cpu and not args.all
@@ -450,30 +476,27 @@ def main(argv=None):
         for k in lanes:
             wds = np.geomspace(1e-5, 1e-2, k) if k > 1 else np.array([1e-4])
             flops = workload.flops_per_example * args.batch_size * steps * k
-            rows = table[(name, k)] = {}
+            fns, ran = {}, {}
             if not (args.no_loop_scan or (convolutional and cpu_default)):
-                rows["loop/scan"] = measure(loop_scan(workload, batches, wds, steps))
-            rows["loop/step"] = measure(loop_step(workload, batches, wds, steps))
-            loop_s = min(m["steady"] for m in rows.values())
-            torch_s = None
+                fns["loop/scan"] = loop_scan(workload, batches, wds, steps)
+            fns["loop/step"] = loop_step(workload, batches, wds, steps)
             if with_torch and k <= args.torch_max_lanes:
                 for threads in map(int, args.torch_threads.split(",")):
-                    rows[f"torch-lr-finder/{threads}t"] = measure(
-                        torch_lr_finder_runs(workload, wds, steps, args.batch_size, threads)
+                    fns[f"torch-lr-finder/{threads}t"] = torch_lr_finder_runs(
+                        workload, wds, steps, args.batch_size, threads
                     )
-                torch_s = min(m["steady"] for r, m in rows.items() if r.startswith("torch"))
-            for row, m in rows.items():
-                print(_row(row, k, m, flops, gemm, loop_s, torch_s))
             for lane_strategy in rows_strategies:
                 made = clrjax_range_test(workload, wds, steps, args.batch_size, lane_strategy)
-                if made is None:
-                    continue
-                run, info = made
-                m = rows[f"clrjax/{lane_strategy}"] = measure(run) | {"flops": flops}
-                print(
-                    _row(f"clrjax/{lane_strategy}", k, m, flops, gemm, loop_s, torch_s)
-                    + f"  ran {info.get('strategy')}"
-                )
+                if made is not None:
+                    fns[f"clrjax/{lane_strategy}"], ran[f"clrjax/{lane_strategy}"] = made
+            rows = table[(name, k)] = _measure_rows(fns, args.repeats, args.min_time)
+            loop_s = min(m["steady"] for r, m in rows.items() if r.startswith("loop/"))
+            torch_rows = [m["steady"] for r, m in rows.items() if r.startswith("torch")]
+            torch_s = min(torch_rows, default=None)
+            for row, m in rows.items():
+                m["flops"] = flops
+                label = f"  ran {ran[row].get('strategy')}" if row in ran else ""
+                print(_row(row, k, m, flops, gemm, loop_s, torch_s) + label)
             sys.stdout.flush()
     gemm_end = gemm_rate(args.gemm_size)
     print(f"\nlarge GEMM again at the end: {gemm_end / 1e9:.1f} GFLOP/s (targets use the faster)")

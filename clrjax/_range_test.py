@@ -168,7 +168,9 @@ def range_test(
         no loop), ``"python"`` (one step per call) or ``"auto"``: on CPU
         ``"python"`` for models with convolutions (XLA:CPU runs them ~10x
         slower inside loops), else ``"chunks"`` when ``stop_early``, a progress
-        bar or several lane strategies need them, else ``"scan"``.
+        bar or several lane strategies need them, else ``"scan"``; lanes run
+        ``"serial"`` use ``"scan"`` unless a progress bar or ``chunk_size``
+        asks for chunks (a diverged lane skips its remaining steps there).
       chunk_size: steps per chunk (default ``ceil(num_steps / 10)``).
       progress: show a tqdm bar; ``None``: when tqdm is installed and stderr
         is a terminal.
@@ -247,7 +249,7 @@ def range_test(
         _lanes.check_count("chunk_size", chunk_size)
     if progress is None:
         progress = _tqdm_available() and sys.stderr.isatty()
-    wants_chunks = bool(stop_early or progress or chunk_size)
+    wants_chunks = "progress" if progress or chunk_size else "stop_early" if stop_early else ""
     if chunk_size is None:
         chunk_size = math.ceil(num_steps / _DEFAULT_NUM_CHUNKS)
 

@@ -337,7 +337,7 @@ def test_shard_lanes_over_two_devices():
             c = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True,
                                   lanes=lanes, **kw)
             np.testing.assert_allclose(a.losses, c.losses, rtol=1e-5)
-            assert c.strategy.endswith("+sharded[2]/chunks"), c.strategy
+            assert "+sharded[2]/" in c.strategy, c.strategy
         """
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")

@@ -166,6 +166,15 @@ def test_serial_strategy_matches_vmap_with_every_step_driver(reference, scan_dri
     assert_same_run(r, reference)
 
 
+def test_serial_runs_as_one_scan_unless_chunks_are_asked_for(reference):
+    # Early stop needs no chunks: a diverged lane skips its steps inside the program.
+    one_scan = run(lanes="serial", stop_early=True)
+    assert one_scan.strategy == "serial/scan"
+    assert_same_run(one_scan, reference)
+    assert run(lanes="serial", stop_early=True, chunk_size=5).strategy == "serial/chunks"
+    assert run(lanes="serial", stop_early=False, driver="chunks").strategy == "serial/chunks"
+
+
 @pytest.mark.parametrize(
     ("num_lanes", "convolutions", "state_mib", "expected"),
     [
@@ -186,10 +195,10 @@ def test_auto_candidates_on_cpu(num_lanes, convolutions, state_mib, expected):
         driver="auto",
     )
     big = _driver.Footprint(state_mib << 20, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
-    got = _driver._candidates(cfg, num_lanes, big, num_lanes, wants_chunks=False)
+    got = _driver._candidates(cfg, num_lanes, big, num_lanes, wants_chunks="")
     assert [_driver.describe(c) for c in got] == expected
     small = _driver.Footprint(state_mib << 20, _driver._PROBE_MIN_BYTES // 2, 0, convolutions)
-    got = _driver._candidates(cfg, num_lanes, small, num_lanes, wants_chunks=False)
+    got = _driver._candidates(cfg, num_lanes, small, num_lanes, wants_chunks="")
     assert [_driver.describe(c) for c in got] == [expected[0].replace("chunks", "scan")]
 
 
