@@ -63,21 +63,26 @@ def matmul_rates(k: int, repeats: int = 50) -> dict[str, float]:
     x = jax.random.normal(key, (k, 128, 512))
     w = jax.random.normal(key, (k, 512, 512))
     flops = 2 * 128 * 512 * 512
-    shapes = {
-        "128x512 @ 512x512, one": (jax.jit(lambda a, b: a[0] @ b[0]), 1),
+    shapes = {  # label: (function, matmuls per call, arguments)
+        "128x512 @ 512x512, one": (jax.jit(jnp.matmul), 1, (x[0], w[0])),
         f"same, {k} separate in one program": (
             jax.jit(lambda a, b: [a[i] @ b[i] for i in range(k)]),
             k,
+            (x, w),
         ),
-        f"same, {k} batched (vmap)": (jax.jit(lambda a, b: jnp.einsum("kbi,kio->kbo", a, b)), k),
+        f"same, {k} batched (vmap)": (
+            jax.jit(lambda a, b: jnp.einsum("kbi,kio->kbo", a, b)),
+            k,
+            (x, w),
+        ),
     }
     rates = {}
-    for label, (fn, count) in shapes.items():
-        jax.block_until_ready(fn(x, w))
+    for label, (fn, count, args) in shapes.items():
+        jax.block_until_ready(fn(*args))
         best = np.inf
         for _ in range(repeats):
             start = time.perf_counter()
-            jax.block_until_ready(fn(x, w))
+            jax.block_until_ready(fn(*args))
             best = min(best, time.perf_counter() - start)
         rates[label] = count * flops / best / 1e9
     return rates
@@ -98,7 +103,7 @@ def main(argv=None) -> None:
     print(f"load average at start: {os.getloadavg()}")
     k = args.lanes
     weight_decays = np.geomspace(1e-5, 1e-2, k)
-    for name in args.workloads.split(","):
+    for name in filter(None, args.workloads.split(",")):
         workload = make_workload(name)
         batches = make_batches(workload, args.steps, args.batch_size)
         rows = {
