@@ -733,7 +733,7 @@ def _candidates(
     if cfg.lanes == "auto" and num_lanes > 1 and footprint.intermediates >= _PROBE_MIN_BYTES:
         # "serial" pays off once the lanes' state no longer fits in the caches (and
         # puts no loop around convolutions): 512-wide MLP, 2 cores: 16 lanes (38 MB)
-        # 1.4 s vs 1.9 s for "vmap"; 4 lanes (10 MB) 0.50 s vs 0.44 s.
+        # 1.50 s vs 2.08 s for "vmap"; 4 lanes (10 MB) 0.38 s for both.
         if on_cpu and driver in ("scan", "chunks") and footprint.lane_state >= _SERIAL_MIN_BYTES:
             lanes.append("serial")
         if on_cpu and num_lanes <= _SEQUENTIAL_MAX_LANES:
