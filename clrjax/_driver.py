@@ -657,10 +657,11 @@ def resolve(
       the program, and each lane then passes through the steps once (chunks
       reload every lane's state per chunk: ~10% on the 512-wide MLP).
     * Lanes: the candidates are ``"vmap"``, plus (unless the step computes less
-      than 1 MiB) on CPU ``"serial"`` when the lanes' state exceeds 16 MiB
-      (beyond the caches; not with the loop-free drivers) and
-      ``"sequential"`` up to 8 lanes (it compiles one copy of the step per
-      lane), and ``"sharded"`` with several devices; with more than one
+      than 1 MiB) ``"serial"`` (on CPU when the lanes' state exceeds 16 MiB,
+      beyond the caches; on accelerators for convolutions, which ``vmap``
+      turns into grouped ones; never with the loop-free drivers),
+      ``"sequential"`` on CPU up to 8 lanes (it compiles one copy of the step
+      per lane), and ``"sharded"`` with several devices; with more than one
       candidate the first chunk is run with each (compiling each once), then
       three more times taking the candidates in turn, and the one with the
       fastest run is kept, cached per configuration, shapes, backend and lanes.
@@ -731,10 +732,13 @@ def _candidates(
         return [dataclasses.replace(cfg, lanes="map", lane_batch_size=size, driver=driver)]
     lanes = [cfg.lanes] if cfg.lanes != "auto" else ["vmap"]
     if cfg.lanes == "auto" and num_lanes > 1 and footprint.intermediates >= _PROBE_MIN_BYTES:
-        # "serial" pays off once the lanes' state no longer fits in the caches (and
-        # puts no loop around convolutions): 512-wide MLP, 2 cores: 16 lanes (38 MB)
-        # 1.50 s vs 2.08 s for "vmap"; 4 lanes (10 MB) 0.38 s for both.
-        if on_cpu and driver in ("scan", "chunks") and footprint.lane_state >= _SERIAL_MIN_BYTES:
+        # "serial" pays off on CPU once the lanes' state no longer fits in the caches
+        # (512-wide MLP, 2 cores: 16 lanes (38 MB) 1.50 s vs 2.08 s for "vmap"; 4 lanes
+        # (10 MB) 0.38 s for both), and on accelerators for convolutions, which vmap
+        # turns into grouped ones (CIFAR-shaped CNN, 64 lanes, H100: 5.5 s vmapped vs
+        # 2.3 s for a loop of single runs). Never a loop around convolutions on CPU.
+        big_state = footprint.lane_state >= _SERIAL_MIN_BYTES
+        if driver in ("scan", "chunks") and (big_state if on_cpu else footprint.convolutions):
             lanes.append("serial")
         if on_cpu and num_lanes <= _SEQUENTIAL_MAX_LANES:
             lanes.append("sequential")

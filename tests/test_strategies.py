@@ -202,6 +202,25 @@ def test_auto_candidates_on_cpu(num_lanes, convolutions, state_mib, expected):
     assert [_driver.describe(c) for c in got] == [expected[0].replace("chunks", "scan")]
 
 
+@pytest.mark.parametrize(
+    ("convolutions", "expected"),
+    [(True, ["vmap/chunks", "serial/chunks"]), (False, ["vmap/scan"])],
+)
+def test_auto_candidates_on_an_accelerator(monkeypatch, convolutions, expected):
+    # vmapped convolutions become grouped ones: an accelerator also tries plain ones.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    cfg = _driver.StepConfig(
+        loss_fn=mlp_loss,
+        optimizer=clrjax._lanes.pytorch_sgd,
+        val_loss_fn=mlp_loss,
+        lanes="auto",
+        driver="auto",
+    )
+    footprint = _driver.Footprint(0, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
+    got = _driver._candidates(cfg, 64, footprint, 64, wants_chunks="")
+    assert [_driver.describe(c) for c in got] == expected
+
+
 def test_auto_on_cpu_drives_convolutions_without_loops():
     r = run(loss_fn=cnn_loss, params=CNN_PARAMS, lanes="auto", driver="auto")
     assert r.strategy == "vmap/python"
