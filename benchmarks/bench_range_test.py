@@ -460,6 +460,7 @@ def main(argv=None):
             print(f"\n{name}: skipped on CPU (GPU rows only; --all runs it)")
             continue
         workload = make_workload(name)
+        gemm = max(gemm, gemm_rate(args.gemm_size))  # one probe can catch a load spike
         lanes_arg = args.lanes or (CPU_LANES.get(name, "1,4,16,64") if cpu_default else None)
         lanes = [int(k) for k in (lanes_arg or "1,4,16,64").split(",")]
         steps = args.steps or (CPU_STEPS.get(name, 100) if cpu_default else 100)
