@@ -120,7 +120,7 @@ def _measure_rows(rows: dict, repeats: int, min_time: float) -> dict[str, dict[s
     each round every row in turn is called until it has run for
     ``min_time / repeats`` seconds (at least once). Taking turns spreads the
     load of other processes over all rows alike. The fastest warm call is the
-    steady time.
+    steady time; the median of the warm calls is kept too.
     """
     first = {}
     for name, fn in rows.items():
@@ -146,6 +146,7 @@ def _measure_rows(rows: dict, repeats: int, min_time: float) -> dict[str, dict[s
     return {
         name: {
             "steady": min(times[name]),
+            "median": float(np.median(times[name])),
             "compile": max(first[name] - min(times[name]), 0.0),
             "mem_mb": peak[name],
         }
@@ -184,16 +185,21 @@ def _single_lane(workload: Workload, num_steps: int):
     return init, step
 
 
-def loop_scan(workload: Workload, batches, weight_decays, num_steps: int):
-    """K calls of one jitted whole run (a ``lax.scan`` over the steps)."""
+def single_run(workload: Workload, num_steps: int):
+    """``run(params, weight_decay, xs, ys) -> losses``: one lane's whole run (not jitted)."""
     init, step = _single_lane(workload, num_steps)
 
-    @jax.jit
     def run(params, weight_decay, xs, ys):
         state = init(params, weight_decay)
         _, losses = jax.lax.scan(lambda s, b: step(s, weight_decay, b), state, (xs, ys))
         return losses
 
+    return run
+
+
+def loop_scan(workload: Workload, batches, weight_decays, num_steps: int):
+    """K calls of one jitted whole run (a ``lax.scan`` over the steps)."""
+    run = jax.jit(single_run(workload, num_steps))
     xs, ys = map(jnp.asarray, batches)
     return lambda: jnp.stack([run(workload.params, wd, xs, ys) for wd in weight_decays])
 
@@ -311,14 +317,18 @@ def gemm_rate(n: int, repeats: int = 20) -> float:
     """FLOP/s of an ``n x n`` float32 matmul (the machine's large-GEMM rate)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
-    matmul = jax.jit(jnp.matmul)
-    jax.block_until_ready(matmul(a, b))
+    return 2 * n**3 / fastest_call(jax.jit(jnp.matmul), (a, b), repeats)
+
+
+def fastest_call(fn, args: tuple, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls ``fn(*args)``, after a first (compiling) one."""
+    jax.block_until_ready(fn(*args))
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
+        jax.block_until_ready(fn(*args))
         best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return best
 
 
 # ----------------------------------------------------------------------------- report

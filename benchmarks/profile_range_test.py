@@ -11,10 +11,12 @@ lanes, ``--steps`` steps, SGD momentum 0.9, exponential LR ramp, as in
 * ``clrjax/<lanes>``: a whole ``clrjax.range_test`` call (batch gather by index,
   smoothing, divergence rule, host work, result object).
 
-The rows are timed round-robin (``--rounds`` rounds, one call of each row per
-round) so that load from other processes hits all rows alike; the table shows
-the fastest and the median call. With ``--matmuls`` it also times the matmul
-shapes of the 512-wide MLP against a large GEMM.
+After a first call of each row from empty caches, the rows are timed
+round-robin (``--rounds`` rounds, one call of each row per round, with
+``bench_range_test``'s ``_measure_rows``) so that load from other processes
+hits all rows alike; the table shows the fastest and the median call. With
+``--matmuls`` it also times the matmul shapes of the 512-wide MLP against a
+large GEMM.
 
 Run from the repository root::
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,23 +39,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from _workloads import make_batches, make_workload
-from bench_range_test import _single_lane, clrjax_range_test, gemm_rate, loop_scan
+from bench_range_test import (
+    _measure_rows,
+    clrjax_range_test,
+    fastest_call,
+    gemm_rate,
+    loop_scan,
+    single_run,
+)
 
 
 def bare(workload, batches, weight_decays, num_steps: int, how: str):
     """The K lanes of ``loop_scan``'s run in one program: ``vmap`` or ``lax.map``."""
-    init, step = _single_lane(workload, num_steps)
+    run = single_run(workload, num_steps)
     xs, ys = map(jnp.asarray, batches)
 
     def one(weight_decay):
-        state = init(workload.params, weight_decay)
-        _, losses = jax.lax.scan(lambda s, b: step(s, weight_decay, b), state, (xs, ys))
-        return losses
+        return run(workload.params, weight_decay, xs, ys)
 
-    lanes = jax.vmap(one) if how == "vmap" else lambda wds: jax.lax.map(one, wds)
-    run = jax.jit(lanes)
+    lanes = jax.jit(jax.vmap(one) if how == "vmap" else lambda wds: jax.lax.map(one, wds))
     wds = jnp.asarray(weight_decays, jnp.float32)
-    return lambda: run(wds)
+    return lambda: lanes(wds)
 
 
 def matmul_rates(k: int, repeats: int = 50) -> dict[str, float]:
@@ -76,16 +81,10 @@ def matmul_rates(k: int, repeats: int = 50) -> dict[str, float]:
             (x, w),
         ),
     }
-    rates = {}
-    for label, (fn, count, args) in shapes.items():
-        jax.block_until_ready(fn(*args))
-        best = np.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            best = min(best, time.perf_counter() - start)
-        rates[label] = count * flops / best / 1e9
-    return rates
+    return {
+        label: count * flops / fastest_call(fn, args, repeats) / 1e9
+        for label, (fn, count, args) in shapes.items()
+    }
 
 
 def main(argv=None) -> None:
@@ -115,22 +114,16 @@ def main(argv=None) -> None:
         for lanes in args.strategies.split(","):
             made = clrjax_range_test(workload, weight_decays, args.steps, args.batch_size, lanes)
             rows[f"clrjax/{lanes}"], ran[f"clrjax/{lanes}"] = made
-        times = {row: [] for row in rows}
-        for fn in rows.values():  # compile
-            jax.block_until_ready(fn())
-        for _ in range(args.rounds):
-            for row, fn in rows.items():
-                start = time.perf_counter()
-                jax.block_until_ready(fn())
-                times[row].append(time.perf_counter() - start)
-        loop = min(times["loop/scan"])
+        # Each row compiles cold first; then one call per row per round, rows taking turns.
+        times = _measure_rows(rows, args.rounds, min_time=0.0)
+        loop = times["loop/scan"]["steady"]
         print(f"\n{workload.description}: K={k}, {args.steps} steps, {args.rounds} rounds")
         print(f"  {'row':18s} {'fastest':>10s} {'median':>10s} {'loop / row':>11s}")
-        for row, ts in times.items():
+        for row, m in times.items():
             label = ran[row].get("strategy", "") if row in ran else ""
             print(
-                f"  {row:18s} {min(ts) * 1e3:8.2f}ms {np.median(ts) * 1e3:8.2f}ms "
-                f"{loop / min(ts):10.2f}x  {label}"
+                f"  {row:18s} {m['steady'] * 1e3:8.2f}ms {m['median'] * 1e3:8.2f}ms "
+                f"{loop / m['steady']:10.2f}x  {label}"
             )
     if args.matmuls:
         print(f"\nlarge GEMM (2048^2): {gemm_rate(2048) / 1e9:.1f} GFLOP/s")

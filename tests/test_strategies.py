@@ -175,6 +175,19 @@ def test_serial_runs_as_one_scan_unless_chunks_are_asked_for(reference):
     assert run(lanes="serial", stop_early=False, driver="chunks").strategy == "serial/chunks"
 
 
+def auto_candidates(num_lanes: int, footprint: _driver.Footprint) -> list[str]:
+    """The strategies ``auto`` would time for an MLP step with ``footprint``."""
+    cfg = _driver.StepConfig(
+        loss_fn=mlp_loss,
+        optimizer=clrjax._lanes.pytorch_sgd,
+        val_loss_fn=mlp_loss,
+        lanes="auto",
+        driver="auto",
+    )
+    got = _driver._candidates(cfg, num_lanes, footprint, num_lanes, wants_chunks="")
+    return [_driver.describe(c) for c in got]
+
+
 @pytest.mark.parametrize(
     ("num_lanes", "convolutions", "state_mib", "expected"),
     [
@@ -187,19 +200,10 @@ def test_serial_runs_as_one_scan_unless_chunks_are_asked_for(reference):
     ],
 )
 def test_auto_candidates_on_cpu(num_lanes, convolutions, state_mib, expected):
-    cfg = _driver.StepConfig(
-        loss_fn=mlp_loss,
-        optimizer=clrjax._lanes.pytorch_sgd,
-        val_loss_fn=mlp_loss,
-        lanes="auto",
-        driver="auto",
-    )
     big = _driver.Footprint(state_mib << 20, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
-    got = _driver._candidates(cfg, num_lanes, big, num_lanes, wants_chunks="")
-    assert [_driver.describe(c) for c in got] == expected
+    assert auto_candidates(num_lanes, big) == expected
     small = _driver.Footprint(state_mib << 20, _driver._PROBE_MIN_BYTES // 2, 0, convolutions)
-    got = _driver._candidates(cfg, num_lanes, small, num_lanes, wants_chunks="")
-    assert [_driver.describe(c) for c in got] == [expected[0].replace("chunks", "scan")]
+    assert auto_candidates(num_lanes, small) == [expected[0].replace("chunks", "scan")]
 
 
 @pytest.mark.parametrize(
@@ -209,16 +213,8 @@ def test_auto_candidates_on_cpu(num_lanes, convolutions, state_mib, expected):
 def test_auto_candidates_on_an_accelerator(monkeypatch, convolutions, expected):
     # vmapped convolutions become grouped ones: an accelerator also tries plain ones.
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    cfg = _driver.StepConfig(
-        loss_fn=mlp_loss,
-        optimizer=clrjax._lanes.pytorch_sgd,
-        val_loss_fn=mlp_loss,
-        lanes="auto",
-        driver="auto",
-    )
     footprint = _driver.Footprint(0, 2 * _driver._PROBE_MIN_BYTES, 0, convolutions)
-    got = _driver._candidates(cfg, 64, footprint, 64, wants_chunks="")
-    assert [_driver.describe(c) for c in got] == expected
+    assert auto_candidates(64, footprint) == expected
 
 
 def test_auto_on_cpu_drives_convolutions_without_loops():
