@@ -231,7 +231,7 @@ def lr_ramp(
     num.check_choice("ramp", ramp, RAMPS)
     num.check_choice("lr_grid", lr_grid, LR_GRIDS)
     check_lr_range(start_lr, end_lr)
-    check_num_steps(num_steps)
+    num.check_count("num_steps", num_steps, minimum=2)
     start_lr, end_lr = float(start_lr), float(end_lr)
     denominator = num_steps - 1 if lr_grid == "torch" else num_steps
     r = np.arange(num_steps, dtype=np.float64) / denominator
@@ -252,20 +252,6 @@ def check_lr_range(start_lr: Any, end_lr: Any) -> None:
         num.check_positive(name, value)
     if not float(start_lr) < float(end_lr):
         raise ValueError(f"start_lr must be < end_lr, got start_lr={start_lr!r}, end_lr={end_lr!r}")
-
-
-def check_num_steps(num_steps: Any) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise TypeError(f"num_steps must be an int, got {num_steps!r}")
-    if num_steps < 2:
-        raise ValueError(f"num_steps must be >= 2, got {num_steps!r}")
-
-
-def check_count(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,7 +435,7 @@ def validation_batches(val_data: Any, val_batch_size: int | None) -> Any:
             raise ValueError(f"val_data batches must share structure and shapes: {e}") from e
     n = example_count(val_data, "val_data")
     size = n if val_batch_size is None else val_batch_size
-    check_count("val_batch_size", size)
+    num.check_count("val_batch_size", size)
     if size > n:
         raise ValueError(f"val_batch_size ({size}) is larger than val_data ({n} examples)")
     k = n // size

@@ -133,6 +133,14 @@ def check_open_interval(name: str, value: Any, low: float, high: float) -> None:
         raise ValueError(f"{name} must be in ({low}, {high}), got {value!r}")
 
 
+def check_count(name: str, value: Any, minimum: int = 1) -> None:
+    """Raises ``TypeError`` unless ``value`` is an int, ``ValueError`` if below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
     choices = tuple(choices)

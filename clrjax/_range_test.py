@@ -204,11 +204,11 @@ def range_test(
     # ---------------------------------------------------------------- stage 1
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-    _lanes.check_num_steps(num_steps)
+    num.check_count("num_steps", num_steps, minimum=2)
     lrs = _lanes.lr_ramp(start_lr, end_lr, num_steps, ramp, lr_grid)
-    _lanes.check_count("batch_size", batch_size)
-    _lanes.check_count("accumulation_steps", accumulation_steps)
-    _lanes.check_count("val_every", val_every)
+    num.check_count("batch_size", batch_size)
+    num.check_count("accumulation_steps", accumulation_steps)
+    num.check_count("val_every", val_every)
     num.check_choice("smoothing", smoothing, _driver.SMOOTHINGS)
     num.check_choice("lanes", lanes, LANES)
     num.check_choice("driver", driver, DRIVERS)
@@ -244,9 +244,9 @@ def range_test(
         )
     _lanes.check_optimizer_accepts(optimizer, lane_set.optimizer_names)
     if lane_batch_size is not None:
-        _lanes.check_count("lane_batch_size", lane_batch_size)
+        num.check_count("lane_batch_size", lane_batch_size)
     if chunk_size is not None:
-        _lanes.check_count("chunk_size", chunk_size)
+        num.check_count("chunk_size", chunk_size)
     if progress is None:
         progress = _tqdm_available() and sys.stderr.isatty()
     wants_chunks = "progress" if progress or chunk_size else "stop_early" if stop_early else ""
