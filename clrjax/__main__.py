@@ -1,6 +1,6 @@
-"""``python -m clrjax``: the command line (see :mod:`clrjax._cli`)."""
+"""``python -m clrjax``: the command line (see :mod:`clrjax.demo._cli`)."""
 
-from clrjax._cli import main
+from clrjax.demo._cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

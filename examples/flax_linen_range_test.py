@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 import clrjax
-from clrjax import _demo_data
+from clrjax import demo
 
 
 class MLP(nn.Module):
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     steps, epochs, hidden = (30, 2, 16) if args.quick else (150, 15, 128)
     batch_size = 64
 
-    data = _demo_data.load_dataset("digits")
+    data = demo.load_dataset("digits")
     model = MLP(hidden, data.num_classes)
     variables = model.init(jax.random.key(0), data.x_train[:1], train=False)
 

@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 import clrjax
-from clrjax import _demo_data
+from clrjax import demo
 
 
 class MLP(nnx.Module):
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     steps, epochs, hidden = (30, 2, 16) if args.quick else (150, 15, 128)
     batch_size = 64
 
-    data = _demo_data.load_dataset("digits")
+    data = demo.load_dataset("digits")
     model = MLP(data.x_train.shape[1], hidden, data.num_classes, rngs=nnx.Rngs(0))
 
     # The range test needs a pure function of a parameter pytree: split once...

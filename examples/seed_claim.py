@@ -9,7 +9,7 @@ loaded locally), a common default learning rate (0.01) against the range test's
 suggestions (every suggestion method of :func:`clrjax.suggest`), each constant,
 with a 0.97 per-epoch decay and as the peak of a one-cycle schedule, five seeds
 per arm, all arms and seeds as lanes of one jitted program
-(``clrjax._train_demo``). It writes ``docs/results.md`` and
+(``clrjax.demo``). It writes ``docs/results.md`` and
 ``docs/img/results_<dataset>.png``; every number in that page comes from this
 run.
 
@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import clrjax
-from clrjax import _demo_data, _train_demo
+from clrjax import demo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DATASETS = ("digits", "mnist1d")
@@ -66,7 +66,7 @@ def _word(outcome: bool | None, yes: str, no: str) -> str:
     return {True: yes, False: no, None: "no clear difference"}[outcome]
 
 
-def group_findings(result: _train_demo.TrainDemoResult) -> list[dict]:
+def group_findings(result: demo.TrainDemoResult) -> list[dict]:
     """Per suggested LR: the claim's three parts (plus one-cycle) checked pairwise over seeds."""
     names = result.arm_names
     epochs = result.test_acc.shape[-1]
@@ -75,7 +75,7 @@ def group_findings(result: _train_demo.TrainDemoResult) -> list[dict]:
     to_target = np.where(result.epochs_to_target > 0, result.epochs_to_target, epochs + 1)
     findings = []
     for label in dict.fromkeys(arm.method for arm in result.arms[1:]):
-        const, decay, cycle = (names.index(f"{kind} [{label}]") for kind in _train_demo.KINDS)
+        const, decay, cycle = (names.index(f"{kind} [{label}]") for kind in demo.KINDS)
         speed = paired(to_target[0], to_target[const])
         findings.append(
             {
@@ -98,7 +98,7 @@ def _points(pair: tuple[float, float]) -> str:
     return f"{mean:+.2f} ± {se:.2f}"
 
 
-def verdict_table(result: _train_demo.TrainDemoResult) -> str:
+def verdict_table(result: demo.TrainDemoResult) -> str:
     """Markdown table: one row per suggested LR, one column per part of the claim."""
     seeds = result.test_acc.shape[1]
     lines = [
@@ -119,7 +119,7 @@ def verdict_table(result: _train_demo.TrainDemoResult) -> str:
     return "\n".join(lines)
 
 
-def headline(result: _train_demo.TrainDemoResult) -> str:
+def headline(result: demo.TrainDemoResult) -> str:
     """One sentence: the baseline, the best arm by final accuracy, and the fastest arm."""
     final = result.test_acc[:, :, -1] * 100.0
     epochs = result.test_acc.shape[-1]
@@ -143,7 +143,7 @@ def headline(result: _train_demo.TrainDemoResult) -> str:
     )
 
 
-def summary(results: dict[str, _train_demo.TrainDemoResult]) -> list[str]:
+def summary(results: dict[str, demo.TrainDemoResult]) -> list[str]:
     """Bullet points: for each part of the claim, the datasets and suggestions where it holds."""
     parts = [
         ("faster", "The suggested LR reaches the baseline's final accuracy in fewer epochs"),
@@ -167,21 +167,21 @@ def summary(results: dict[str, _train_demo.TrainDemoResult]) -> list[str]:
     return bullets
 
 
-def start_lr_table(result: _train_demo.TrainDemoResult) -> str:
+def start_lr_table(result: demo.TrainDemoResult) -> str:
     """Markdown table: each method's suggestion for range tests started at each of START_LRS.
 
     Everything else (model, optimizer, batch size, steps, seeds) is the result's.
     """
     s = result.settings
-    data, init_fn, _ = _train_demo.demo_problem(result.dataset, s["hidden"], s["data seed"])
+    data, init_fn, _ = demo.demo_problem(result.dataset, s["hidden"], s["data seed"])
     methods = clrjax.SUGGESTION_METHODS
     lines = [
         "| start LR | " + " | ".join(methods) + " |",
         "|---" * (len(methods) + 1) + "|",
     ]
     for start_lr in START_LRS:
-        suggestions, _, _ = _train_demo.suggest_lrs(
-            _demo_data.mlp_loss,
+        suggestions, _, _ = demo.suggest_lrs(
+            demo.mlp_loss,
             init_fn,
             data,
             methods=methods,
@@ -198,7 +198,7 @@ def start_lr_table(result: _train_demo.TrainDemoResult) -> str:
     return "\n".join(lines)
 
 
-def save_figure(result: _train_demo.TrainDemoResult, path: Path) -> None:
+def save_figure(result: demo.TrainDemoResult, path: Path) -> None:
     """Range test (with the suggestions) + one accuracy panel per suggested LR."""
     import matplotlib.pyplot as plt
 
@@ -225,8 +225,8 @@ def save_figure(result: _train_demo.TrainDemoResult, path: Path) -> None:
     later = result.test_acc[:, :, result.test_acc.shape[-1] // 4 :] * 100.0
     ylim = (max(0.0, np.percentile(later, 5) - 2.0), min(100.0, later.max() + 1.0))
     for ax, label in zip(axes, labels, strict=False):
-        arms = ["baseline", *(f"{kind} [{label}]" for kind in _train_demo.KINDS)]
-        _train_demo.plot_results(result, arms=arms, ax=ax)
+        arms = ["baseline", *(f"{kind} [{label}]" for kind in demo.KINDS)]
+        demo.plot_results(result, arms=arms, ax=ax)
         ax.set_ylim(*ylim)
         ax.set_title(f"{result.dataset}: suggestion [{label}]", fontsize="medium")
     fig.tight_layout()
@@ -236,7 +236,7 @@ def save_figure(result: _train_demo.TrainDemoResult, path: Path) -> None:
 
 
 def render(
-    results: dict[str, _train_demo.TrainDemoResult],
+    results: dict[str, demo.TrainDemoResult],
     start_lr_tables: dict[str, str],
     seconds: float,
     argv: str,
@@ -324,7 +324,7 @@ def render(
             "",
             start_lr_tables[dataset],
             "",
-            _train_demo.format_table(r),
+            demo.format_table(r),
             "",
             "Paired over seeds (mean ± standard error):",
             "",
@@ -350,11 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         kwargs = dict(QUICK) if args.quick else {"seeds": args.seeds}
         print(f"== {dataset}: range test, then {kwargs.get('seeds')} seeds per arm ...")
-        result = _train_demo.run_train_demo(
-            dataset, suggest_method=clrjax.SUGGESTION_METHODS, **kwargs
-        )
+        result = demo.run_train_demo(dataset, suggest_method=clrjax.SUGGESTION_METHODS, **kwargs)
         results[dataset] = result
-        print(_train_demo.format_table(result))
+        print(demo.format_table(result))
         print(verdict_table(result))
         save_figure(result, args.out_dir / "img" / f"results_{dataset}.png")
         start_lr_tables[dataset] = start_lr_table(result)

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import clrjax
-from clrjax import _demo_data
+from clrjax import demo
 
 WEIGHT_DECAYS = (1e-3, 1e-4, 1e-5, 0.0)
 MOMENTA = (0.85, 0.9, 0.95, 0.99)
@@ -71,9 +71,7 @@ def train_one_cycle(data, init_params, *, max_lr, momentum, weight_decay, epochs
 
         def step(carry, idx):
             params, opt_state = carry
-            loss, grads = jax.value_and_grad(_demo_data.mlp_loss)(
-                params, (x_train[idx], y_train[idx])
-            )
+            loss, grads = jax.value_and_grad(demo.mlp_loss)(params, (x_train[idx], y_train[idx]))
             updates, opt_state = opt.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -91,29 +89,29 @@ def train_one_cycle(data, init_params, *, max_lr, momentum, weight_decay, epochs
         mom = float(opt_state.hyperparams["momentum"])
         key, epoch_key = jax.random.split(key)
         params, opt_state, loss = run_epoch(params, opt_state, epoch_key)
-        acc = float(_demo_data.mlp_accuracy(params, data.x_test, data.y_test))
+        acc = float(demo.mlp_accuracy(params, data.x_test, data.y_test))
         print(f"{epoch:>5} {lr:>9.4f} {mom:>8.3f} {float(loss):>10.4f} {acc:>8.2%}")
     return params, acc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=_demo_data.DATASETS, default="digits")
+    parser.add_argument("--dataset", choices=demo.DATASETS, default="digits")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
     args = parser.parse_args(argv)
     steps, epochs, hidden = (30, 2, (16,)) if args.quick else (200, args.epochs, (128,))
     batch_size = 64
 
-    data = _demo_data.load_dataset(args.dataset)
+    data = demo.load_dataset(args.dataset)
     sizes = (data.x_train.shape[1], *hidden, data.num_classes)
-    params = _demo_data.init_mlp(jax.random.key(0), sizes)
+    params = demo.init_mlp(jax.random.key(0), sizes)
 
     # -- Stage 1: a range test per (weight decay, momentum), one compiled program.
     print(f"Stage 1: range test on {args.dataset}, MLP {sizes}, {steps} steps, grid")
     print(f"  weight_decay {WEIGHT_DECAYS} x momentum {MOMENTA}")
     result = clrjax.range_test(
-        _demo_data.mlp_loss,
+        demo.mlp_loss,
         params,
         (data.x_train, data.y_train),
         batch_size=batch_size,

@@ -4,28 +4,28 @@ import jax
 import numpy as np
 import pytest
 
-from clrjax import _demo_data
+from clrjax import demo
 
 
 def test_load_digits_split_and_standardised():
-    data = _demo_data.load_digits(seed=0)
+    data = demo.load_digits(seed=0)
     assert data.x_train.shape == (1348, 64) and data.x_test.shape == (449, 64)
     assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int32
     np.testing.assert_allclose(data.x_train.mean(axis=0), 0.0, atol=1e-5)
     assert set(np.unique(data.y_train)) == set(range(10))
-    again = _demo_data.load_digits(seed=0)
+    again = demo.load_digits(seed=0)
     np.testing.assert_array_equal(data.y_test, again.y_test)
 
 
 def test_load_dataset_rejects_unknown_name():
     with pytest.raises(ValueError, match="dataset must be one of"):
-        _demo_data.load_dataset("cifar")
+        demo.load_dataset("cifar")
 
 
 def test_mlp_loss_and_accuracy():
-    params = _demo_data.init_mlp(jax.random.key(0), (64, 32, 10))
+    params = demo.init_mlp(jax.random.key(0), (64, 32, 10))
     x = np.zeros((5, 64), np.float32)
     y = np.arange(5, dtype=np.int32)
-    loss = _demo_data.mlp_loss(params, (x, y))
+    loss = demo.mlp_loss(params, (x, y))
     np.testing.assert_allclose(loss, np.log(10.0), rtol=1e-6)  # uniform logits
-    assert 0.0 <= float(_demo_data.mlp_accuracy(params, x, y)) <= 1.0
+    assert 0.0 <= float(demo.mlp_accuracy(params, x, y)) <= 1.0

@@ -7,7 +7,7 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from clrjax import _cli
+from clrjax.demo import _cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST_DEMO = ["demo", "--steps", "20", "--no-progress", "--hidden", "16"]

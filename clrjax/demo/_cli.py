@@ -142,7 +142,8 @@ def _save_figure(fig: Any, path: str) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     import clrjax
-    from clrjax import _demo_data, plotting
+    from clrjax import plotting
+    from clrjax.demo import _data as _demo_data
 
     if not args.no_plot:
         _check_writable(args.out)
@@ -198,7 +199,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_demo(args: argparse.Namespace) -> int:
-    from clrjax import _train_demo
+    from clrjax.demo import _comparison as _train_demo
 
     if not args.no_plot:
         _check_writable(args.out)

@@ -36,8 +36,8 @@ import numpy as np
 import optax
 
 import clrjax
-from clrjax import _demo_data
 from clrjax import _numerics as num
+from clrjax.demo import _data as _demo_data
 
 KINDS = ("constant", "decay", "one-cycle")
 _CONSTANT, _DECAY, _ONE_CYCLE = range(len(KINDS))

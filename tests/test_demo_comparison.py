@@ -7,7 +7,8 @@ import optax
 import pytest
 
 import clrjax
-from clrjax import _demo_data, _train_demo
+from clrjax.demo import _comparison as _train_demo
+from clrjax.demo import _data as _demo_data
 
 
 @pytest.fixture(scope="module")
