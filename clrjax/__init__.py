@@ -14,7 +14,9 @@ from clrjax._cyclic import (
 )
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
-from clrjax._range_test import range_test
+from clrjax._pytorch_sgd import pytorch_sgd
+from clrjax._range_test import RangeTestInterrupted, range_test
+from clrjax._range_test_step import range_test_step
 from clrjax._result import RangeTestResult
 from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SUGGESTION_METHODS",
+    "RangeTestInterrupted",
     "RangeTestResult",
     "__version__",
     "cosine_warm_restarts_schedule",
@@ -31,7 +34,9 @@ __all__ = [
     "exp_range_schedule",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
+    "pytorch_sgd",
     "range_test",
+    "range_test_step",
     "scheduled",
     "suggest",
     "suggest_spread",

@@ -14,7 +14,8 @@ import optax
 import pytest
 
 import clrjax
-from clrjax import _lanes
+from clrjax import _ramp
+from clrjax._engine import feeding
 
 # A tiny least-squares problem shared by most tests, so compiled programs are reused.
 N, D = 64, 3
@@ -72,13 +73,13 @@ def test_result_fields_and_grid_order():
     np.testing.assert_allclose(r.hparams["weight_decay"], [1e-3, 1e-3, 1e-4, 1e-4, 0, 0])
     np.testing.assert_allclose(r.hparams["momentum"], [0.9, 0.95] * 3)
     assert r.val_steps is None and r.val_losses is None
-    assert r.strategy == "vmap/chunks"
+    assert r.strategy == "vmap/scan"
     np.testing.assert_allclose(r.lrs, 1e-3 * 3000.0 ** (np.arange(30) / 29), rtol=1e-12)
     assert np.all(np.isfinite(r.losses[:, 0]))
 
 
 @pytest.mark.parametrize(
-    ("ramp", "lr_grid", "expected"),
+    ("ramp", "convention", "expected"),
     [
         ("exp", "torch", 0.01 * 100.0 ** (np.arange(5) / 4)),
         ("exp", "fastai", 0.01 * 100.0 ** (np.arange(5) / 5)),
@@ -86,10 +87,12 @@ def test_result_fields_and_grid_order():
         ("linear", "fastai", 0.01 + (1.0 - 0.01) * np.arange(5) / 5),
     ],
 )
-def test_lr_grids(ramp, lr_grid, expected):
-    lrs = _lanes.lr_ramp(0.01, 1.0, 5, ramp, lr_grid)
+def test_lr_grids(ramp, convention, expected):
+    lrs = _ramp.lr_ramp(0.01, 1.0, 5, ramp, convention)
     np.testing.assert_allclose(lrs, expected, rtol=1e-12)
-    r = run(num_steps=5, start_lr=0.01, end_lr=1.0, ramp=ramp, lr_grid=lr_grid, batch_size=8)
+    r = run(
+        num_steps=5, start_lr=0.01, end_lr=1.0, ramp=ramp, ramp_convention=convention, batch_size=8
+    )
     np.testing.assert_allclose(r.lrs, expected, rtol=1e-12)
 
 
@@ -119,13 +122,12 @@ def test_lanes_match_single_runs_and_params_untouched():
     params = jnp.asarray(W0) + 0.5
     before = np.asarray(params).copy()
     grid = {"weight_decay": [1e-2, 0.0], "momentum": [0.9, 0.0]}
-    r = run(params=params, grid=grid, end_lr=10.0, stop_early=False)
+    r = run(params=params, grid=grid, end_lr=10.0)
     assert len(set(r.diverged_at.tolist())) > 1  # NaN lanes run beside live ones
     for i in range(r.num_lanes):
         single = run(
             params=params,
             end_lr=10.0,
-            stop_early=False,
             grid={k: [v[i]] for k, v in r.hparams.items()},
         )
         np.testing.assert_allclose(single.losses[0], r.losses[i], rtol=1e-5, equal_nan=True)
@@ -191,7 +193,7 @@ def test_nan_lane_is_masked_and_does_not_spread():
         loss = mse(w, batch)
         return jnp.where(jnp.sum(w**2) > 50.0, jnp.nan, loss)
 
-    r = run(loss_fn=loss_fn, grid={"weight_decay": [0.0, 1e-2]}, end_lr=100.0, stop_early=False)
+    r = run(loss_fn=loss_fn, grid={"weight_decay": [0.0, 1e-2]}, end_lr=100.0)
     for i in range(2):
         d = r.diverged_at[i]
         assert d > 0
@@ -208,7 +210,7 @@ def test_divergence_rule_matches_reference(offset, threshold):
     def loss_fn(w, batch):
         return mse(w, batch) + offset
 
-    r = run(loss_fn=loss_fn, end_lr=10.0, diverge_threshold=threshold, stop_early=False)
+    r = run(loss_fn=loss_fn, end_lr=10.0, diverge_threshold=threshold)
     raw = r.losses[0]
     d = r.diverged_at[0]
     assert d > 0
@@ -218,7 +220,7 @@ def test_divergence_rule_matches_reference(offset, threshold):
 
 
 def test_threshold_none_flags_only_non_finite():
-    r = run(diverge_threshold=None, end_lr=1e4, stop_early=False)
+    r = run(diverge_threshold=None, end_lr=1e4)
     d = r.diverged_at[0]
     assert d > 0 and not np.isfinite(r.losses[0, d])
     assert np.all(np.isfinite(r.losses[0, :d]))
@@ -264,7 +266,6 @@ def test_closed_form_least_squares_thresholds():
         shuffle=False,
         beta=0.0,
         diverge_threshold=1.001,
-        stop_early=False,
     )
     for i, thr in enumerate(thresholds):
         d = r.diverged_at[i]
@@ -285,18 +286,22 @@ def test_stop_early_skips_remaining_work():
 
 
 @pytest.mark.parametrize(
-    ("lanes", "driver", "strategy"),
+    ("placement", "driver", "label"),
     [
-        ("vmap", "scan", "vmap/scan"),
+        ("vmap", "chunks", "vmap/chunks"),
         ("vmap", "python", "vmap/python"),
         ("map", "chunks", "map[3]/chunks"),
+        ("map", "python", "map[3]/python"),
+        ("serial", "scan", "serial[3]/scan"),
+        ("serial", "chunks", "serial[3]/chunks"),
     ],
 )
-def test_strategies_agree(lanes, driver, strategy):
+def test_strategies_agree(placement, driver, label):
     grid = {"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]}
     reference = run(grid=grid, end_lr=30.0)
-    r = run(grid=grid, end_lr=30.0, lanes=lanes, driver=driver, lane_batch_size=3)
-    assert r.strategy == strategy
+    assert reference.strategy == "vmap/scan"
+    r = run(grid=grid, end_lr=30.0, strategy=placement, driver=driver, lane_group_size=3)
+    assert r.strategy == label
     np.testing.assert_allclose(r.losses, reference.losses, rtol=1e-5, equal_nan=True)
     np.testing.assert_array_equal(r.diverged_at, reference.diverged_at)
 
@@ -315,7 +320,7 @@ def test_shard_lanes_over_two_devices():
     script = textwrap.dedent(
         """
         import jax, numpy as np, clrjax
-        from clrjax import _driver
+        from clrjax._engine import runner as engine_run
         assert len(jax.devices()) == 2
         x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
         data = (x, x.sum(1))
@@ -323,21 +328,29 @@ def test_shard_lanes_over_two_devices():
         kw = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=10.0,
                   grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
         shardings = []
-        drive = _driver.drive
-        def spy(*args, **kwargs):
-            out = drive(*args, **kwargs)
-            shardings.append(getattr(out[0]["params"].sharding, "spec", None))
-            return out
-        _driver.drive = spy
-        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, **kw)
-        b = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True, **kw)
+        drive = engine_run.drive
+        def spy(program, carry, *args, **kwargs):
+            shardings.append(getattr(carry.train.params.sharding, "spec", None))
+            return drive(program, carry, *args, **kwargs)
+        engine_run.drive = spy
+        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=False, **kw)
+        assert a.strategy == "vmap/scan", a.strategy
+        b = clrjax.range_test(loss, np.zeros(3, np.float32), data, **kw)  # auto: sharded
         np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+        assert b.strategy == "vmap+sharded[2]/scan", b.strategy
         assert shardings[1] == jax.sharding.PartitionSpec("lanes"), shardings
-        for lanes in ("serial", "map", "sequential"):
+        for placement in ("serial", "map"):
             c = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True,
-                                  lanes=lanes, **kw)
+                                  strategy=placement, **kw)
             np.testing.assert_allclose(a.losses, c.losses, rtol=1e-5)
             assert "+sharded[2]/" in c.strategy, c.strategy
+        # 3 lanes over 2 devices: padded to 4, the padding dropped
+        kw["grid"] = {"weight_decay": [1e-3, 1e-2, 0.0]}
+        d = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=False, **kw)
+        e = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True, **kw)
+        assert e.losses.shape == (3, 20) and e.strategy == "vmap+sharded[2]/scan"
+        np.testing.assert_allclose(d.losses, e.losses, rtol=1e-5)
+        np.testing.assert_array_equal(d.diverged_at, e.diverged_at)
         """
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -347,8 +360,6 @@ def test_shard_lanes_over_two_devices():
         [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    with pytest.raises(ValueError, match="multiple"):
-        _lanes.lane_placement(3, jax.devices() * 2)
 
 
 def test_custom_optimizer_grid():
@@ -361,12 +372,12 @@ def test_custom_optimizer_grid():
 
 
 def test_shuffle_and_batch_indices():
-    idx = _lanes.batch_indices(10, 3, 7, True, jax.random.key(0))
+    idx = feeding.batch_orders(10, 3, 7, True, np.random.default_rng(0))
     assert idx.shape == (7, 3)
     for epoch in (idx[:3], idx[3:6]):  # 3 full batches per epoch, no repeats inside
         assert len(set(epoch.ravel())) == 9
     assert not np.array_equal(idx[:3], idx[3:6])
-    plain = _lanes.batch_indices(10, 3, 4, False, jax.random.key(0))
+    plain = feeding.batch_orders(10, 3, 4, False, np.random.default_rng(0))
     np.testing.assert_array_equal(plain.ravel(), [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2])
 
 
@@ -411,7 +422,7 @@ def test_validation_losses():
 
 
 def test_validation_is_nan_after_divergence():
-    r = run(val_data=(X, Y), val_every=2, end_lr=1e3, stop_early=False)
+    r = run(val_data=(X, Y), val_every=2, end_lr=1e3)
     d = r.diverged_at[0]
     assert 0 < d < 28
     after = r.val_steps >= d
@@ -446,7 +457,7 @@ def test_rng_and_seeds():
     def loss_fn(w, batch, rng):
         return mse(w, batch) * 0.0 + jax.random.uniform(rng)
 
-    kw = dict(loss_fn=loss_fn, rng=True, diverge_threshold=None, num_steps=5)
+    kw = dict(loss_fn=loss_fn, takes_rng=True, diverge_threshold=None, num_steps=5)
     shared = run(grid={"weight_decay": [0.0, 0.1]}, **kw)
     np.testing.assert_array_equal(shared.losses[0], shared.losses[1])
     assert len(set(shared.losses[0].tolist())) == 5
@@ -581,12 +592,12 @@ def test_flax_linen_and_nnx():
         (dict(grid={"seed": [1.0]}), ValueError, "seed"),
         (dict(loss_fn=lambda w, b: (b[0] @ w - b[1]) ** 2), ValueError, "scalar"),
         (dict(ramp="cosine"), ValueError, "ramp"),
-        (dict(lr_grid="keras"), ValueError, "lr_grid"),
+        (dict(ramp_convention="keras"), ValueError, "ramp_convention"),
         (dict(smoothing="median"), ValueError, "smoothing"),
         (dict(beta=1.0), ValueError, "beta"),
         (dict(diverge_threshold=1.0), ValueError, "diverge_threshold"),
         (dict(driver="while"), ValueError, "driver"),
-        (dict(lanes="pmap"), ValueError, "lanes"),
+        (dict(strategy="pmap"), ValueError, "strategy"),
         (dict(shuffle="per_lane"), ValueError, "shuffle"),
         (dict(accumulation_steps=0), ValueError, "accumulation_steps"),
         (dict(params=None), ValueError, "init_fn"),
@@ -628,7 +639,8 @@ def test_result_suggest_and_best():
     assert lrs.shape == (2,)
     assert np.all((lrs >= r.lrs[0]) & (lrs <= r.lrs[-1]))
     best = r.best()
-    assert best.index in (0, 1)
+    minima = np.nanmin(np.where(np.isfinite(r.smoothed), r.smoothed, np.nan), axis=1)
+    assert best.index == int(np.nanargmin(minima))
     assert best.lr == pytest.approx(lrs[best.index])
     assert best.hparams == r.lane_hparams(best.index)
     assert list(best.hparams) == list(r.grid_names)

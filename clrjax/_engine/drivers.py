@@ -1,0 +1,77 @@
+"""Step drivers: how a program's chunks are called until every step has run.
+
+``"scan"`` is one call of the whole run; ``"chunks"`` calls ``chunk_size``
+steps at a time, returning to Python between chunks (a progress bar, an early
+stop once every lane diverged, Ctrl-C); ``"python"`` is a chunk of one step
+per call. An interrupt between calls ends the run with what completed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clrjax._engine.feeding import StepPlan
+from clrjax._engine.program import Program
+
+
+class Driven(NamedTuple):
+    """What :func:`drive` returns.
+
+    Attributes:
+      outputs: the :class:`~clrjax._engine.lane_step.Outputs` of every step run,
+        as NumPy arrays ``(steps_run, lanes)``.
+      steps_run: steps actually run (fewer after an early stop or an interrupt).
+      interrupted: a ``KeyboardInterrupt`` ended the run early.
+    """
+
+    outputs: Any
+    steps_run: int
+    interrupted: bool
+
+
+def drive(
+    program: Program,
+    carry: Any,
+    consts: Any,
+    shared: Any,
+    plan: StepPlan,
+    *,
+    chunk_size: int,
+    stop_early: bool,
+    progress: Any = None,
+) -> Driven:
+    """Runs ``plan.num_steps`` steps, ``chunk_size`` per call of ``program.run``.
+
+    Outputs are copied to the host as each chunk completes, so an interrupt
+    keeps every completed chunk. ``progress`` is ``None`` or a tqdm-like object.
+    """
+    num_steps = plan.num_steps
+    pieces: list[Any] = []
+    start, interrupted = 0, False
+    try:
+        while start < num_steps:
+            xs, lane_xs = plan.chunk(start, chunk_size)
+            carry, outputs = program.run(carry, consts, shared, xs, lane_xs)
+            pieces.append(jax.tree.map(np.asarray, outputs))
+            done = min(chunk_size, num_steps - start)
+            start += chunk_size
+            if progress is not None:
+                progress.update(done)
+            if stop_early and start < num_steps and not bool(jnp.any(carry.tracker.alive)):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    steps_run = min(start, num_steps) if not interrupted else sum(_length(p) for p in pieces)
+    steps_run = min(steps_run, num_steps)
+    if not pieces:
+        return Driven(None, 0, interrupted)
+    joined = jax.tree.map(lambda *p: np.concatenate(p)[:steps_run], *pieces)
+    return Driven(joined, steps_run, interrupted)
+
+
+def _length(outputs: Any) -> int:
+    return len(jax.tree.leaves(outputs)[0])

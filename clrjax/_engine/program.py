@@ -1,0 +1,145 @@
+"""The compiled program of one configuration: lane initialisation and a step runner.
+
+Everything numeric (hyperparameters, learning rates, keys, the divergence
+rule's numbers, the data) is a traced argument, so a configuration compiles
+once per array shapes and dtypes; new values reuse the program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from clrjax._engine.lane_step import (
+    LaneConsts,
+    LaneState,
+    LaneX,
+    Shared,
+    StepX,
+    Tracker,
+    make_lane_step,
+    nan_like,
+)
+from clrjax._engine.placement import Placement, map_lanes
+
+DRIVERS = ("scan", "chunks", "python")
+
+# Compiled programs kept per process: each holds the user's functions and its
+# executables alive, so the cache is small (a new lambda per call compiles anew).
+PROGRAM_CACHE_SIZE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramSpec:
+    """Everything static about a program (hashable: the cache key).
+
+    Attributes:
+      task: the :class:`~clrjax._engine.task.Task`.
+      smoothing: ``"debiased_ema"`` or ``"ema"``.
+      evaluates: the run validates (the task's ``evaluate`` is used).
+      seeded: lane keys are ``fold_in(key, seed)`` (else every lane uses ``key``).
+      placement: the :class:`~clrjax._engine.placement.Placement`.
+      driver: one of :data:`DRIVERS`: ``"python"`` runs one step per call and
+        has no loop or conditional (XLA:CPU runs convolutions inside loops about
+        10x slower, jax-ml/jax#12868); the others run a ``lax.scan`` over a chunk
+        whose steps are skipped (``lax.cond``) once every lane diverged.
+    """
+
+    task: Any
+    smoothing: str
+    evaluates: bool
+    seeded: bool
+    placement: Placement
+    driver: str
+
+
+class Program(NamedTuple):
+    """The jitted functions of a :class:`ProgramSpec`.
+
+    Attributes:
+      init: ``(start, key, seeds, consts_hparams, step0_hparams,
+        lane_step0_hparams) -> (lane states, lane keys)`` with a lane axis
+        (``start`` is shared by all lanes).
+      run: ``(carry, consts, shared, xs, lane_xs) -> (carry, outputs)``, one
+        chunk of steps (leading axis of ``xs``); outputs are ``(steps, lanes)``.
+        The carry is donated: the lane state is updated in place.
+    """
+
+    init: Callable[..., Any]
+    run: Callable[..., Any]
+
+
+@functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
+def get_program(spec: ProgramSpec) -> Program:
+    """Builds (once per :class:`ProgramSpec`) the jitted init and step runner."""
+    return Program(init=jax.jit(_init_fn(spec)), run=jax.jit(_run_fn(spec), donate_argnums=0))
+
+
+def _init_fn(spec: ProgramSpec) -> Callable[..., Any]:
+    def init_one(lane: Any, shared: Any) -> Any:
+        seed, hparams, lane_step0 = lane
+        start, key, step0 = shared
+        key = jax.random.fold_in(key, seed) if spec.seeded else key
+        train = spec.task.init(start, {**hparams, **step0, **lane_step0}, key)
+        return LaneState(train, Tracker.initial()), key
+
+    init_lanes = map_lanes(Placement("vmap"), init_one)
+
+    def init(start, key, seeds, hparams, step0, lane_step0):
+        return init_lanes((seeds, hparams, lane_step0), (start, key, step0))
+
+    return init
+
+
+def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
+    lane_step = make_lane_step(spec.task, spec.smoothing, spec.evaluates)
+
+    def step_one(lane: Any, shared: Any) -> Any:
+        state, consts, lane_x = lane
+        run_consts, x = shared
+        return lane_step(state, consts, run_consts, x, lane_x)
+
+    serial = spec.placement.kind == "serial"
+    step_lanes = step_one if serial else map_lanes(spec.placement, step_one)
+
+    def advance(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
+        return step_lanes((carry, consts, lane_x), (shared, x))
+
+    def run_steps(carry, consts, shared, xs, lane_xs):
+        if spec.driver == "python":  # one step, no loop, no conditional
+            x, lane_x = jax.tree.map(lambda a: a[0], (xs, lane_xs))
+            carry, outputs = advance(carry, consts, shared, x, lane_x)
+            return carry, jax.tree.map(lambda a: a[None], outputs)
+
+        def body(carry, inputs):
+            x, lane_x = inputs
+            stepped = lambda c: advance(c, consts, shared, x, lane_x)
+            skipped = nan_like(jax.eval_shape(stepped, carry)[1])
+            go = x.active & jnp.any(carry.tracker.alive)  # padding, or every lane diverged
+            return jax.lax.cond(go, stepped, lambda c: (c, skipped), carry)
+
+        return jax.lax.scan(body, carry, (xs, lane_xs))
+
+    def run(carry, consts, shared, xs, lane_xs):
+        if not serial:
+            return run_steps(carry, consts, shared, xs, lane_xs)
+        lanes_first = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), lane_xs)
+
+        def one_lane(lane: Any) -> Any:
+            lane_carry, lane_consts, lane_x = lane
+            return run_steps(lane_carry, lane_consts, shared, xs, lane_x)
+
+        lanes = (carry, consts, lanes_first)
+        if len(jax.tree.leaves(carry.tracker)[0]) == 1:  # one lane: never batched
+            carry, outputs = one_lane(jax.tree.map(lambda a: a[0], lanes))
+            carry, outputs = jax.tree.map(lambda a: a[None], (carry, outputs))
+        else:
+            carry, outputs = jax.lax.map(one_lane, lanes, batch_size=spec.placement.batch_size)
+        return carry, jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), outputs)  # (steps, lanes)
+
+    return run

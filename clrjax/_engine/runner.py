@@ -1,0 +1,376 @@
+"""The engine's entry point: K lanes of a task through N steps in one compiled program."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from clrjax._engine import strategy
+from clrjax._engine.drivers import drive
+from clrjax._engine.feeding import StepPlan
+from clrjax._engine.lane_step import LaneConsts, Shared, Tracking, make_lane_step
+from clrjax._engine.placement import (
+    PLACEMENTS,
+    Placement,
+    lane_mesh,
+    pad_lanes,
+    padded_lanes,
+    shard,
+)
+from clrjax._engine.program import DRIVERS, ProgramSpec, _init_fn, get_program
+
+STRATEGIES = ("auto", "timed", *PLACEMENTS)
+DRIVER_CHOICES = ("auto", *DRIVERS)
+_DEFAULT_NUM_CHUNKS = 10
+_TIMED_ROUNDS = 3  # timed runs of the first chunk per candidate ("timed"; the fastest counts)
+# Per process, oldest evicted first (the keys hold the user's functions alive):
+_CACHE_SIZE = 32
+_FOOTPRINTS: dict[Any, strategy.Footprint] = {}  # one traced step per configuration and shapes
+_TIMED: dict[Any, ProgramSpec] = {}  # "timed" choices
+
+
+@dataclasses.dataclass(frozen=True)
+class LaneSpec:
+    """The lanes' constants.
+
+    Attributes:
+      num_lanes: the number of lanes.
+      hparams: ``name -> (lanes,)`` hyperparameters fixed per lane.
+      seeds: ``(lanes,)`` integers in ``[0, 2**32)``: lane ``i``'s key is
+        ``fold_in(key, seeds[i])``; ``None``: every lane uses ``key`` itself.
+      orders: ``(lanes,)`` index of each lane's data order in the batch source
+        (``None``: all lanes share order 0).
+    """
+
+    num_lanes: int
+    hparams: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seeds: np.ndarray | None = None
+    orders: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """How the caller asks the lanes to be run (``"auto"``: by :mod:`.strategy`'s rules).
+
+    Attributes:
+      strategy: ``"auto"``, ``"timed"`` (time ``"vmap"`` and ``"serial"`` on the
+        first chunk and keep the faster, cached per process) or a placement
+        (``"vmap"``, ``"serial"``, ``"map"``).
+      group: lanes per group for ``"serial"``/``"map"``.
+      driver: ``"auto"`` or one of ``"scan"``, ``"chunks"``, ``"python"``.
+      chunk_size: steps per chunk (``"chunks"``; default a tenth of the run).
+      shard: split the lanes over all devices; ``None``: when there are several.
+      max_memory: bytes the lanes may use per device (default: what is free).
+      progress: show a tqdm progress bar labelled ``label``.
+      label: the progress bar's description.
+    """
+
+    strategy: str = "auto"
+    group: int | None = None
+    driver: str = "auto"
+    chunk_size: int | None = None
+    shard: bool | None = None
+    max_memory: float | None = None
+    progress: bool = False
+    label: str = "range test"
+
+
+class RunOutput(NamedTuple):
+    """What :func:`run` measured, as NumPy arrays.
+
+    Attributes:
+      losses: ``(lanes, num_steps)`` float32 raw losses (NaN once a lane
+        diverged, and for steps never run).
+      smoothed: ``(lanes, num_steps)`` smoothed losses (NaN as ``losses``).
+      diverged_at: ``(lanes,)`` int64 step that flagged each lane, or -1.
+      evaluations: the task's scores, a pytree of ``(lanes, num_evals)`` arrays
+        (one column per step with ``plan.evaluate``), or ``None``.
+      steps_run: steps that ran (fewer after an early stop or an interrupt).
+      strategy: the placement and driver that ran, e.g. ``"vmap/scan"``.
+    """
+
+    losses: np.ndarray
+    smoothed: np.ndarray
+    diverged_at: np.ndarray
+    evaluations: Any
+    steps_run: int
+    strategy: str
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended a run between two calls; :attr:`output` holds the steps that completed."""
+
+    def __init__(self, output: RunOutput):
+        super().__init__(f"interrupted after {output.steps_run} steps")
+        self.output = output
+
+
+def run(
+    task: Any,
+    start: Any,
+    *,
+    lanes: LaneSpec,
+    plan: StepPlan,
+    key: jax.Array,
+    val: Any,
+    smoothing: str,
+    tracking: Tracking,
+    request: Request,
+) -> RunOutput:
+    """Runs every lane of ``task`` through ``plan`` in one compiled program.
+
+    Args:
+      task: the :class:`~clrjax._engine.task.Task` (hashable).
+      start: what ``task.init`` builds each lane's train state from (shared by
+        all lanes; the task derives per-lane values from the lane's key).
+      lanes: the :class:`LaneSpec`.
+      plan: the :class:`~clrjax._engine.feeding.StepPlan`.
+      key: the base PRNG key (see :attr:`LaneSpec.seeds`).
+      val: validation batches stacked on a leading axis, or ``None``.
+      smoothing: ``"debiased_ema"`` or ``"ema"``.
+      tracking: the divergence rule's numbers.
+      request: the :class:`Request`.
+
+    Returns:
+      The :class:`RunOutput`.
+
+    Raises:
+      Interrupted: on Ctrl-C, with the output of the steps that completed.
+      MemoryError: when not even one lane at a time fits ``request.max_memory``.
+    """
+    num_lanes, num_steps = lanes.num_lanes, plan.num_steps
+    devices = jax.devices()
+    use_shards = request.shard if request.shard is not None else len(devices) > 1
+    shards = min(len(devices), num_lanes) if use_shards else 1
+    padded = padded_lanes(num_lanes, shards)
+    seeds = np.zeros(num_lanes, np.uint32) if lanes.seeds is None else lanes.seeds
+    orders = np.zeros(num_lanes, np.int32) if lanes.orders is None else lanes.orders
+    hparams, seeds, orders = pad_lanes(
+        (dict(lanes.hparams), seeds.astype(np.uint32), orders.astype(np.int32)), num_lanes, padded
+    )
+    plan = dataclasses.replace(
+        plan, lane_hparams=pad_lanes(plan.lane_hparams, num_lanes, padded, 1)
+    )
+    data = plan.source.data
+    shared = Shared(data=data, val=val, tracking=Tracking(*(np.float32(v) for v in tracking)))
+    x0, lane_x0 = plan.first()
+    init_args = (start, key, seeds, hparams, x0.hparams, lane_x0.hparams)
+
+    spec = ProgramSpec(
+        task=task,
+        smoothing=smoothing,
+        evaluates=val is not None,
+        seeded=lanes.seeds is not None,
+        placement=Placement(),
+        driver="python",
+    )
+    choice = _choose(spec, request, init_args, shared, plan, padded // shards, orders)
+    placement = choice.placement._replace(shards=shards)
+    spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
+    if request.strategy == "timed":
+        spec = _fastest(spec, choice, init_args, shared, orders, plan)
+    program = get_program(spec)
+    if shards > 1:
+        mesh = lane_mesh(devices[:shards])
+        replicated = shard((key, shared, x0.hparams), mesh, lanes=False)
+        key, shared, step0 = replicated
+        lane_start = shard(start, mesh, lanes=False)
+        seeds, hparams, orders, lane0 = shard(
+            (seeds, hparams, orders, lane_x0.hparams), mesh, lanes=True
+        )
+        init_args = (lane_start, key, seeds, hparams, step0, lane0)
+    carry, keys = program.init(*init_args)
+    if shards > 1:  # each device keeps its lanes' state (XLA may lay init's outputs out otherwise)
+        carry, keys = shard((carry, keys), mesh, lanes=True)
+    consts = LaneConsts(hparams=hparams, key=keys, order=orders)
+
+    bar = None
+    if request.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_steps, desc=request.label, unit="step", leave=False)
+    try:
+        driven = drive(
+            program,
+            carry,
+            consts,
+            shared,
+            plan,
+            chunk_size=choice.chunk_size,
+            stop_early=spec.driver != "scan",
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    label = choice._replace(placement=spec.placement).describe()
+    output = _collect(driven, num_lanes, plan, label)
+    if driven.interrupted:
+        raise Interrupted(output)
+    return output
+
+
+def _collect(driven: Any, num_lanes: int, plan: StepPlan, label: str) -> RunOutput:
+    """Host arrays ``(lanes, steps)`` of what ran, NaN-padded to ``plan.num_steps``."""
+    num_steps, ran = plan.num_steps, driven.steps_run
+    evaluate_at = np.flatnonzero(plan.evaluate)
+
+    def full(a: np.ndarray) -> np.ndarray:
+        out = np.full((num_lanes, num_steps), np.nan, np.float32)
+        if ran:
+            out[:, :ran] = a[:ran, :num_lanes].T
+        return out
+
+    if not ran:
+        nan = np.full((num_lanes, num_steps), np.nan, np.float32)
+        return RunOutput(nan, nan.copy(), np.full(num_lanes, -1, np.int64), None, 0, label)
+    out = driven.outputs
+    flagged = out.flagged[:ran, :num_lanes]
+    diverged_at = np.where(flagged.any(axis=0), flagged.argmax(axis=0), -1).astype(np.int64)
+    evaluations = None
+    if out.evaluation is not None:
+        evaluations = jax.tree.map(lambda a: full(a)[:, evaluate_at], out.evaluation)
+    return RunOutput(full(out.loss), full(out.smoothed), diverged_at, evaluations, ran, label)
+
+
+def _choose(
+    spec: ProgramSpec,
+    request: Request,
+    init_args: tuple,
+    shared: Shared,
+    plan: StepPlan,
+    lanes_per_device: int,
+    orders: np.ndarray,
+) -> strategy.Choice:
+    """Applies :mod:`.strategy`'s rules; traces one lane's step when a rule needs it."""
+    on_cpu = jax.default_backend() == "cpu"
+    fp = None
+    if request.strategy in ("auto", "timed") or request.driver == "auto":
+        fp = _footprint(spec, init_args, shared, plan, orders)
+    work = fp.flops * plan.num_steps * lanes_per_device if fp is not None else 0.0
+    wants_chunks = request.progress or request.chunk_size is not None
+    driver = strategy.choose_driver(
+        request.driver,
+        fp,
+        on_cpu=on_cpu,
+        wants_chunks=wants_chunks or not plan.source.indexed,
+        work=work,
+    )
+    placement = strategy.choose_placement(
+        request.strategy,
+        request.group,
+        fp,
+        lanes_per_device=lanes_per_device,
+        budget=strategy.memory_budget(request.max_memory),
+        on_cpu=on_cpu,
+        driver=driver,
+    )
+    if placement.kind == "serial" and driver == "python":
+        raise ValueError(
+            "strategy='serial' needs a looping driver ('scan' or 'chunks'), not driver='python'"
+        )
+    chunk = request.chunk_size or math.ceil(plan.num_steps / _DEFAULT_NUM_CHUNKS)
+    chunk_size = {"scan": plan.num_steps, "python": 1}.get(driver, min(chunk, plan.num_steps))
+    return strategy.Choice(placement, driver, chunk_size)
+
+
+def _shape_key(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    dtype = lambda a: str(getattr(a, "dtype", type(a).__name__))
+    return (str(treedef), *((np.shape(a), dtype(a)) for a in leaves))
+
+
+def _footprint(
+    spec: ProgramSpec, init_args: tuple, shared: Shared, plan: StepPlan, orders: np.ndarray
+) -> strategy.Footprint:
+    """One lane's :class:`~.strategy.Footprint` (traced once per configuration and shapes)."""
+    x0, lane_x0 = plan.first()
+    key = (spec, _shape_key((init_args, shared, x0, lane_x0)))
+    if key not in _FOOTPRINTS:
+        if len(_FOOTPRINTS) >= _CACHE_SIZE:
+            _FOOTPRINTS.pop(next(iter(_FOOTPRINTS)))
+        _FOOTPRINTS[key] = _trace_footprint(spec, init_args, shared, plan, orders)
+    return _FOOTPRINTS[key]
+
+
+def _trace_footprint(
+    spec: ProgramSpec, init_args: tuple, shared: Shared, plan: StepPlan, orders: np.ndarray
+) -> strategy.Footprint:
+    start, key, seeds, hparams, step0, lane_step0 = init_args
+    one = lambda t: jax.tree.map(lambda a: a[:1], t)
+    args = (start, key, seeds[:1], one(hparams), step0, one(lane_step0))
+    states, keys = jax.eval_shape(_init_fn(spec), *args)
+    state, lane_key = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), (states, keys)
+    )
+    consts = LaneConsts(
+        hparams={k: np.asarray(v[0]) for k, v in hparams.items()}, key=lane_key, order=orders[0]
+    )
+    x0, lane_x0 = plan.first()
+    lane_x = jax.tree.map(lambda a: a[0], lane_x0)
+    lane_step = make_lane_step(spec.task, spec.smoothing, spec.evaluates)
+    return strategy.footprint(lane_step, state, consts, shared, x0, lane_x)
+
+
+def _fastest(
+    spec: ProgramSpec,
+    choice: strategy.Choice,
+    init_args: tuple,
+    shared: Shared,
+    orders: np.ndarray,
+    plan: StepPlan,
+) -> ProgramSpec:
+    """``"timed"``: the faster of ``"vmap"`` and ``"serial"`` on the first chunk (cached)."""
+    if not plan.source.indexed:  # timing would consume the stream's batches
+        return spec
+    key = (spec, choice, _shape_key((init_args, shared)))
+    if key not in _TIMED:
+        if len(_TIMED) >= _CACHE_SIZE:
+            _TIMED.pop(next(iter(_TIMED)))
+        _TIMED[key] = _time_candidates(spec, choice, init_args, shared, orders, plan)
+    return _TIMED[key]
+
+
+def _time_candidates(
+    spec: ProgramSpec,
+    choice: strategy.Choice,
+    init_args: tuple,
+    shared: Shared,
+    orders: np.ndarray,
+    plan: StepPlan,
+) -> ProgramSpec:
+    kinds = ["vmap"] + (["serial"] if spec.driver != "python" else [])
+    specs = [
+        dataclasses.replace(spec, placement=spec.placement._replace(kind=k, group=None))
+        for k in kinds
+    ]
+    if len(specs) == 1 or spec.placement.shards > 1:
+        return spec
+    probe = dataclasses.replace(plan, num_steps=min(plan.num_steps, choice.chunk_size))
+    best = [math.inf] * len(specs)
+    for timed in [False] + [True] * _TIMED_ROUNDS:  # a first round compiles
+        for i, candidate in enumerate(specs):
+            program = get_program(candidate)
+            carry, keys = program.init(*init_args)
+            consts = LaneConsts(hparams=init_args[3], key=keys, order=orders)
+            jax.block_until_ready(carry)
+            begin = time.perf_counter()
+            driven = drive(
+                program,
+                carry,
+                consts,
+                shared,
+                probe,
+                chunk_size=choice.chunk_size,
+                stop_early=False,
+            )
+            if timed:
+                best[i] = min(best[i], time.perf_counter() - begin)
+            del driven
+    return specs[int(np.argmin(best))]

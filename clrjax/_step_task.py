@@ -1,0 +1,85 @@
+"""A lane that runs the user's own ``train_step(state, batch) -> (state, metrics)``.
+
+The task behind :func:`clrjax.range_test_step`: before every step the lane's
+learning rate (and its grid values) are written into the hyperparameters the
+state's optimizer injected with ``optax.inject_hyperparams``
+(:mod:`clrjax._injected`); the step runs unchanged; the loss is read from its
+metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from clrjax import _injected
+
+
+def read_loss(metrics: Any, loss_key: str, what: str) -> jax.Array:
+    """The float32 scalar loss in a step's ``metrics`` (a scalar, or ``metrics[loss_key]``)."""
+    loss = metrics
+    if isinstance(metrics, Mapping):
+        if loss_key not in metrics:
+            raise ValueError(
+                f"{what} returned metrics with keys {sorted(map(str, metrics))} and no "
+                f"{loss_key!r}; name the loss with loss_key=..."
+            )
+        loss = metrics[loss_key]
+    if not (
+        hasattr(loss, "dtype")
+        and jnp.shape(loss) == ()
+        and jnp.issubdtype(jnp.result_type(loss), jnp.floating)
+    ):
+        raise ValueError(
+            f"{what} must report a floating scalar loss (the metrics themselves, or "
+            f"metrics[{loss_key!r}]); got {type(loss).__name__} {getattr(loss, 'shape', '')}"
+        )
+    return jnp.asarray(loss, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepTask:
+    """The user's train step as an engine :class:`~clrjax._engine.task.Task`.
+
+    Attributes:
+      train_step: ``train_step(state, batch[, key]) -> (state, metrics)``.
+      val_step: ``val_step(state, batch) -> metrics`` on validation batches (the
+        loss read as from ``train_step``'s metrics), or ``None``.
+      loss_key: the entry of mapping metrics that holds the loss.
+      takes_rng: ``train_step`` takes a PRNG key last (distinct per step and lane).
+      init_fn: ``init_fn(lane_key) -> state`` replacing the shared start state, or ``None``.
+    """
+
+    train_step: Callable[..., Any]
+    val_step: Callable[..., Any] | None = None
+    loss_key: str = "loss"
+    takes_rng: bool = False
+    init_fn: Callable[[jax.Array], Any] | None = None
+
+    def init(self, start: Any, hparams: Mapping[str, jax.Array], key: jax.Array) -> Any:
+        if self.init_fn is not None:
+            start = self.init_fn(key)
+        state = jax.tree.map(jnp.array, start)  # copies: never the caller's arrays
+        return _injected.set_hyperparams(state, hparams)
+
+    def step(
+        self, state: Any, batch: Any, hparams: Mapping[str, jax.Array], key: jax.Array
+    ) -> tuple[Any, jax.Array]:
+        state = _injected.set_hyperparams(state, hparams)
+        out = (
+            self.train_step(state, batch, key) if self.takes_rng else self.train_step(state, batch)
+        )
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ValueError(
+                "train_step must return (new_state, metrics), got "
+                f"{type(out).__name__}{f' of {len(out)} values' if isinstance(out, tuple) else ''}"
+            )
+        new_state, metrics = out
+        return new_state, read_loss(metrics, self.loss_key, "train_step")
+
+    def evaluate(self, state: Any, batch: Any, key: jax.Array) -> dict[str, jax.Array]:
+        return {"loss": read_loss(self.val_step(state, batch), self.loss_key, "val_step")}

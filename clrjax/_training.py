@@ -1,0 +1,116 @@
+"""Training candidates as lanes: each lane its own schedules, seed and scores.
+
+The race of :func:`clrjax.find_schedule` and the demo's training comparison
+train many candidate runs at once on the lane engine: a lane's learning rate
+(and momentum, or any hyperparameter) follows its own schedule, given as one
+value per step; its seed fixes its initial parameters and data order (lanes of
+one seed share them, so candidates are compared pairwise); it is scored on
+validation data at chosen steps. Only a NaN/Inf loss ends a lane early.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from clrjax import _engine
+from clrjax._engine.feeding import plan_batches
+
+
+class Trained(NamedTuple):
+    """What :func:`train_lanes` measured (NumPy arrays).
+
+    Attributes:
+      losses: ``(lanes, num_steps)`` training loss of every step (NaN after a
+        lane's loss turned NaN/Inf).
+      scores: ``name -> (lanes, num_evals)`` validation scores (``"loss"``, and
+        ``"metric"`` when the task has one) after each step in ``eval_steps``.
+      eval_steps: ``(num_evals,)`` the steps scored.
+      diverged_at: ``(lanes,)`` the step whose loss was NaN/Inf, or -1.
+      strategy: how the lanes ran, e.g. ``"vmap/chunks"``.
+    """
+
+    losses: np.ndarray
+    scores: dict[str, np.ndarray]
+    eval_steps: np.ndarray
+    diverged_at: np.ndarray
+    strategy: str
+
+
+def train_lanes(
+    task: Any,
+    start: Any,
+    data: Any,
+    *,
+    num_steps: int,
+    batch_size: int,
+    schedules: Mapping[str, np.ndarray],
+    constants: Mapping[str, np.ndarray],
+    seeds: np.ndarray,
+    key: jax.Array,
+    val: Any,
+    eval_steps: np.ndarray,
+    request: _engine.Request,
+) -> Trained:
+    """Trains one lane per column of ``schedules`` / entry of ``seeds``.
+
+    Args:
+      task: a :class:`~clrjax._loss_task.LossTask` (its ``init_fn`` draws each
+        seed's parameters) or another engine task.
+      start: the task's start (e.g. ``(params, model_state)``).
+      data: the training data (a pytree of arrays, shuffled per seed and epoch).
+      num_steps: steps per lane.
+      batch_size: examples per step.
+      schedules: ``name -> (num_steps, lanes)`` per-step hyperparameters (at
+        least ``"learning_rate"``).
+      constants: ``name -> (lanes,)`` hyperparameters fixed per lane.
+      seeds: ``(lanes,)`` integer seeds.
+      key: the base PRNG key.
+      val: validation batches stacked on a leading axis.
+      eval_steps: ``(num_evals,)`` sorted steps after which every lane is scored.
+      request: how to run the lanes.
+
+    Returns:
+      The :class:`Trained` record.
+    """
+    seeds = np.asarray(seeds)
+    source, orders = plan_batches(
+        data,
+        batch_size=batch_size,
+        num_steps=num_steps,
+        micro=1,
+        shuffle=True,
+        key=key,
+        seeds=seeds,
+    )
+    evaluate = np.zeros(num_steps, bool)
+    evaluate[np.asarray(eval_steps)] = True
+    plan = _engine.StepPlan(
+        num_steps=num_steps,
+        hparams={},
+        lane_hparams=dict(schedules),
+        evaluate=evaluate,
+        source=source,
+    )
+    out = _engine.run(
+        task,
+        start,
+        lanes=_engine.LaneSpec(len(seeds), dict(constants), seeds, orders),
+        plan=plan,
+        key=key,
+        val=val,
+        smoothing="ema",
+        tracking=_engine.Tracking(beta=0.0, threshold=math.inf, rebound=math.inf, rebound_drop=0.0),
+        request=request,
+    )
+    return Trained(
+        losses=out.losses,
+        scores=dict(out.evaluations),
+        eval_steps=np.flatnonzero(evaluate),
+        diverged_at=out.diverged_at,
+        strategy=out.strategy,
+    )

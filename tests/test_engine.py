@@ -1,0 +1,423 @@
+"""Tests for the lane engine: placements, drivers, the strategy rules, feeding, interrupts."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import clrjax
+from clrjax import _engine
+from clrjax._engine import feeding, program, runner, strategy
+from clrjax._engine.placement import Placement
+from clrjax._loss_task import LossTask
+
+N = 96
+X = np.asarray(jax.random.normal(jax.random.key(0), (N, 4, 4, 1)))
+Y = np.asarray(jax.random.randint(jax.random.key(1), (N,), 0, 3))
+GRID = {"weight_decay": [0.0, 1e-3, 1e-2], "momentum": [0.5, 0.9]}  # 6 lanes
+FAST = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=100.0, diverge_threshold=1.5)
+
+
+def init_mlp(key):
+    k1, k2 = jax.random.split(key)
+    return {
+        "w1": jax.random.normal(k1, (16, 8)) * 0.5,
+        "b1": jnp.zeros(8),
+        "w2": jax.random.normal(k2, (8, 3)) * 0.5,
+    }
+
+
+def mlp_loss(params, batch):
+    x, y = batch
+    h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"])
+    logits = h @ params["w2"]
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+
+def cnn_loss(params, batch):
+    x, y = batch
+    h = jax.lax.conv_general_dilated(
+        x, params["conv"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    logits = jnp.tanh(h).mean(axis=(1, 2)) @ params["head"]
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+
+MLP_PARAMS = init_mlp(jax.random.key(2))
+CNN_PARAMS = {
+    "conv": jax.random.normal(jax.random.key(3), (3, 3, 1, 4)) * 0.3,
+    "head": jax.random.normal(jax.random.key(4), (4, 3)) * 0.3,
+}
+
+
+def run(loss_fn=mlp_loss, params=None, **kw):
+    params = MLP_PARAMS if params is None else params
+    return clrjax.range_test(loss_fn, params, (X, Y), **{"grid": GRID, **FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run(strategy="vmap", driver="scan")
+
+
+def assert_same_run(result, reference):
+    np.testing.assert_allclose(result.losses, reference.losses, rtol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(result.smoothed, reference.smoothed, rtol=1e-4, equal_nan=True)
+    np.testing.assert_array_equal(result.diverged_at, reference.diverged_at)
+
+
+def test_reference_run_diverges_in_some_lanes(reference):
+    # The comparisons below cover diverged lanes too: some lanes diverge, not all at once.
+    assert reference.strategy == "vmap/scan"
+    assert len(set(reference.diverged_at.tolist())) > 1
+
+
+# ------------------------------------------------------------------ placements, drivers
+
+
+@pytest.mark.parametrize(
+    ("strategy_name", "group", "driver", "label"),
+    [
+        ("map", 4, "chunks", "map[4]/chunks"),  # 6 lanes: a group of 4 and a remainder of 2
+        ("map", None, "python", "map/python"),  # one lane at a time
+        ("serial", None, "chunks", "serial/chunks"),  # one lane after another per chunk
+        ("serial", 4, "scan", "serial[4]/scan"),  # groups of 4 (vmapped) and a remainder
+        ("vmap", None, "chunks", "vmap/chunks"),
+        ("vmap", None, "python", "vmap/python"),
+    ],
+)
+def test_placements_and_drivers_match_vmap_scan(reference, strategy_name, group, driver, label):
+    r = run(strategy=strategy_name, lane_group_size=group, driver=driver, chunk_size=5)
+    assert r.strategy == label
+    assert_same_run(r, reference)
+
+
+def poisoned_sgd(learning_rate, poison):
+    """SGD whose updates are NaN in lanes with ``poison > 0``."""
+    nan_or_one = jnp.where(poison > 0, jnp.nan, 1.0)
+    return optax.chain(clrjax.pytorch_sgd(learning_rate), optax.scale(nan_or_one))
+
+
+@pytest.mark.parametrize("placement", ["vmap", "serial", "map"])
+def test_a_nan_lane_never_reaches_the_others(placement):
+    # Lane 1's params turn NaN after its first update and are never frozen: the
+    # other lanes must train exactly as they do without it.
+    kw = dict(optimizer=poisoned_sgd, diverge_threshold=None, end_lr=1.0, strategy=placement)
+    r = run(grid={"poison": [0.0, 1.0, 0.0]}, lane_group_size=2, **kw)
+    alone = run(grid={"poison": [0.0]}, **kw)
+    assert r.diverged_at.tolist() == [-1, 1, -1]
+    assert np.all(np.isnan(r.losses[1, 2:])) and np.all(np.isfinite(r.losses[[0, 2]]))
+    for i in (0, 2):
+        np.testing.assert_allclose(r.losses[i], alone.losses[0], rtol=1e-5)
+
+
+def lowered_text(driver):
+    spec = program.ProgramSpec(
+        task=LossTask(cnn_loss, clrjax.pytorch_sgd, cnn_loss),
+        smoothing="debiased_ema",
+        evaluates=False,
+        seeded=False,
+        placement=Placement("vmap"),
+        driver=driver,
+    )
+    prog = program.get_program(spec)
+    hp = {"learning_rate": np.full(2, 0.1, np.float32)}
+    carry, keys = prog.init(
+        (CNN_PARAMS, None), jax.random.key(0), np.zeros(2, np.uint32), {}, {}, hp
+    )
+    length = 1 if driver == "python" else 3
+    shared = _engine.lane_step.Shared(
+        data=(X, Y), val=None, tracking=_engine.Tracking(*np.float32([0.9, 4.0, np.inf, 0.0]))
+    )
+    xs = _engine.lane_step.StepX(
+        step=np.arange(length, dtype=np.int32),
+        active=np.ones(length, bool),
+        evaluate=np.zeros(length, bool),
+        hparams={},
+        batch=np.zeros((length, 1, 16), np.int32),
+    )
+    lane_xs = _engine.lane_step.LaneX({"learning_rate": np.full((length, 2), 0.1, np.float32)})
+    consts = _engine.lane_step.LaneConsts({}, keys, np.zeros(2, np.int32))
+    return prog.run.lower(carry, consts, shared, xs, lane_xs).as_text()
+
+
+@pytest.mark.parametrize(("driver", "loops"), [("chunks", True), ("python", False)])
+def test_the_python_driver_has_no_loops_or_conditionals(driver, loops):
+    hlo = lowered_text(driver)
+    assert ("while" in hlo or "stablehlo.case" in hlo) == loops
+
+
+def test_caller_params_are_not_donated():
+    params = jax.tree.map(jnp.array, MLP_PARAMS)
+    for driver in ("scan", "chunks", "python"):
+        for placement in ("vmap", "serial") if driver != "python" else ("vmap",):
+            run(params=params, strategy=placement, driver=driver, grid={"momentum": [0.9]})
+            run(params=params, strategy=placement, driver=driver)
+            for leaf in jax.tree.leaves(params):
+                assert not leaf.is_deleted()
+    np.testing.assert_array_equal(params["w1"], MLP_PARAMS["w1"])
+
+
+def test_serial_with_the_python_driver_is_refused():
+    with pytest.raises(ValueError, match="serial"):
+        run(strategy="serial", driver="python")
+
+
+# ------------------------------------------------------------------ strategy rules
+
+
+def footprint(state_mib=0.0, flops=0.0, convolutions=False, step_bytes=1 << 10):
+    return strategy.Footprint(int(state_mib * 2**20), step_bytes, 0, flops, convolutions)
+
+
+@pytest.mark.parametrize(
+    ("fp", "lanes", "expected"),
+    [
+        (footprint(), 16, "vmap"),  # small steps batch well
+        (footprint(state_mib=2), 16, "serial"),  # 32 MiB of lane state: beyond the caches
+        (footprint(state_mib=0.5), 16, "vmap"),
+        (footprint(flops=1e7), 16, "serial"),  # large steps: separate matmuls run at full rate
+        (footprint(flops=1e7), 1, "vmap"),  # nothing to lay out
+    ],
+)
+def test_cpu_placement_rules(fp, lanes, expected):
+    kw = dict(lanes_per_device=lanes, budget=np.inf, on_cpu=True, driver="scan")
+    assert strategy.choose_placement("auto", None, fp, **kw).kind == expected
+
+
+def test_cpu_convolutions_never_get_a_lane_loop():
+    fp = footprint(state_mib=4, flops=1e9, convolutions=True)
+    driver = strategy.choose_driver("auto", fp, on_cpu=True, wants_chunks=False, work=0.0)
+    assert driver == "python"
+    kw = dict(lanes_per_device=16, budget=np.inf, on_cpu=True, driver=driver)
+    assert strategy.choose_placement("auto", None, fp, **kw).kind == "vmap"
+
+
+@pytest.mark.parametrize(("convolutions", "expected"), [(True, "serial"), (False, "vmap")])
+def test_accelerator_placement_rules(convolutions, expected):
+    # vmapped convolutions become grouped ones: accelerators loop over lanes instead.
+    fp = footprint(state_mib=64, flops=1e10, convolutions=convolutions)
+    driver = strategy.choose_driver("auto", fp, on_cpu=False, wants_chunks=False, work=0.0)
+    assert driver == "scan"
+    kw = dict(lanes_per_device=64, budget=np.inf, on_cpu=False, driver=driver)
+    assert strategy.choose_placement("auto", None, fp, **kw).kind == expected
+
+
+def test_driver_rules():
+    fp = footprint(flops=1e6)
+    choose = lambda **kw: strategy.choose_driver("auto", fp, on_cpu=True, **kw)
+    assert choose(wants_chunks=False, work=1e6) == "scan"
+    assert choose(wants_chunks=True, work=1e6) == "chunks"
+    long_run = 2 * strategy.SCAN_MAX_SECONDS * strategy.CPU_FLOPS_PER_SECOND
+    assert choose(wants_chunks=False, work=long_run) == "chunks"
+    assert strategy.choose_driver("python", fp, on_cpu=True, wants_chunks=True, work=0) == "python"
+
+
+def test_memory_budget_groups_lanes_or_refuses():
+    fp = footprint(state_mib=1, step_bytes=10 << 20)
+    kw = dict(lanes_per_device=6, on_cpu=False, driver="scan")
+    assert strategy.choose_placement("auto", None, fp, budget=np.inf, **kw) == Placement("vmap")
+    budget = fp.total(6, 3)
+    assert strategy.choose_placement("auto", None, fp, budget=budget, **kw) == Placement("map", 3)
+    with pytest.raises(MemoryError, match="max_memory"):
+        strategy.choose_placement("auto", None, fp, budget=fp.total(6, 1) - 1, **kw)
+
+
+def test_footprint_of_a_known_step():
+    params = {"w": jnp.zeros((16, 8)), "v": jnp.zeros((8, 3))}
+
+    def loss(p, batch):
+        x, y = batch
+        logits = jnp.tanh(x.reshape(16, -1) @ p["w"]) @ p["v"]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+    task = LossTask(loss, clrjax.pytorch_sgd, loss)
+    spec = program.ProgramSpec(task, "debiased_ema", False, False, Placement(), "python")
+    source = feeding.BatchSource(data=(X, Y), orders=np.zeros((1, 4, 16), np.int32))
+    plan = feeding.StepPlan(
+        4, {"learning_rate": np.full(4, 0.1, np.float32)}, {}, np.zeros(4, bool), source
+    )
+    hp = {"momentum": np.full(2, 0.9, np.float32)}
+    x0, lane_x0 = plan.first()
+    init_args = (
+        (params, None),
+        jax.random.key(0),
+        np.zeros(2, np.uint32),
+        hp,
+        x0.hparams,
+        lane_x0.hparams,
+    )
+    shared = _engine.lane_step.Shared((X, Y), None, _engine.Tracking(0.9, 4.0, np.inf, 0.0))
+    fp = runner._trace_footprint(spec, init_args, shared, plan, np.zeros(2, np.int32))
+    # params and the momentum trace (2 x 152 floats) plus the tracker's 5 scalars
+    assert fp.state_bytes == 2 * 152 * 4 + 4 * 4 + 1
+    assert fp.shared_bytes == X.nbytes + Y.nbytes
+    # forward 16x16x8 + 16x8x3 multiply-adds; backward: the weight gradients of both
+    # layers and the hidden layer's input gradient (the data needs none); 2 FLOPs each
+    assert fp.flops == 2 * (2 * 16 * 16 * 8 + 3 * 16 * 8 * 3)
+    assert not fp.convolutions
+
+
+# ------------------------------------------------------------------ through range_test
+
+
+def test_auto_on_cpu_drives_convolutions_without_loops():
+    r = run(loss_fn=cnn_loss, params=CNN_PARAMS)
+    assert r.strategy == "vmap/python"
+    reference = run(loss_fn=cnn_loss, params=CNN_PARAMS, strategy="vmap", driver="scan")
+    assert_same_run(r, reference)
+
+
+def test_a_small_max_memory_groups_the_lanes_and_a_tiny_one_is_refused(reference):
+    with pytest.raises(MemoryError, match="max_memory"):
+        run(max_memory=1)
+    plenty = run(max_memory=1e12)
+    assert plenty.strategy == "vmap/scan"
+    for budget in np.geomspace(1e4, 1e8, 9):  # somewhere the lanes stop fitting together
+        try:
+            r = run(max_memory=float(budget))
+        except MemoryError:
+            continue
+        if r.strategy.startswith("map["):
+            assert_same_run(r, reference)
+            break
+    else:
+        pytest.fail("no budget grouped the lanes")
+
+
+def test_timed_strategy_keeps_the_faster_and_caches_it(reference):
+    runner._TIMED.clear()
+    r = run(strategy="timed", driver="chunks", chunk_size=5)
+    assert r.strategy.split("/")[0] in ("vmap", "serial") and len(runner._TIMED) == 1
+    assert_same_run(r, reference)
+    again = run(strategy="timed", driver="chunks", chunk_size=5, start_lr=1e-4)
+    assert again.strategy == r.strategy and len(runner._TIMED) == 1
+
+
+def test_stop_early_with_chunks_and_progress(capsys):
+    pytest.importorskip("tqdm")
+    r = run(end_lr=1e6, diverge_threshold=1.2, progress=True, chunk_size=2, grid=None)
+    d = int(r.diverged_at[0])
+    assert 0 < d < 18 and r.strategy == "vmap/chunks"
+    assert np.all(np.isnan(r.losses[0, d + 1 :]))
+    assert "range test" in capsys.readouterr().err
+
+
+def test_interrupt_returns_the_completed_chunks(monkeypatch):
+    calls = []
+    chunk = feeding.StepPlan.chunk
+
+    def interrupt_on_third(self, start, length):
+        calls.append(start)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return chunk(self, start, length)
+
+    monkeypatch.setattr(feeding.StepPlan, "chunk", interrupt_on_third)
+    with pytest.raises(clrjax.RangeTestInterrupted) as info:
+        run(driver="chunks", chunk_size=5, diverge_threshold=None, end_lr=1.0)
+    partial = info.value.result
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert np.all(np.isfinite(partial.losses[:, :10])) and np.all(np.isnan(partial.losses[:, 10:]))
+    monkeypatch.undo()
+    full = run(driver="chunks", chunk_size=5, diverge_threshold=None, end_lr=1.0)
+    np.testing.assert_allclose(partial.losses[:, :10], full.losses[:, :10], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ feeding
+
+
+def test_batch_stream_takes_the_largest_batches_and_refuses_odd_streams():
+    x = np.arange(64.0)[:, None]
+    full = [(x[i : i + 16],) for i in range(0, 64, 16)]
+    stream = feeding.BatchStream([(x[:5],), *full])  # a short first batch is dropped
+    np.testing.assert_array_equal(stream.take(5)[0][:, 0, 0], [0, 16, 32, 48, 0])
+    np.testing.assert_array_equal(stream.peek()[0][:, 0], x[16:32, 0])
+
+    def endless_short():
+        while True:
+            yield (x[:5],)
+
+    stream = feeding.BatchStream(endless_short())
+    stream.take(1)
+    with pytest.raises(ValueError, match="smaller than the batch size"):
+        feeding.BatchStream(iter([(x[:16],), *[(x[:5],)] * 2000])).take(2)
+    with pytest.raises(ValueError, match="structure"):
+        feeding.BatchStream([(x[:16],), {"x": x[:16]}]).take(2)
+    with pytest.raises(ValueError, match="shape"):
+        feeding.BatchStream([(x[:16],), (np.zeros((16, 2)),)]).take(2)
+
+
+def test_plan_chunks_pad_past_the_end():
+    source = feeding.BatchSource(data=(X,), orders=np.arange(5 * 2).reshape(1, 5, 2))
+    plan = feeding.StepPlan(5, {"learning_rate": np.arange(5.0)}, {}, np.ones(5, bool), source)
+    xs, _ = plan.chunk(3, 4)
+    np.testing.assert_array_equal(xs.step, [3, 4, 5, 6])
+    np.testing.assert_array_equal(xs.active, [True, True, False, False])
+    np.testing.assert_array_equal(xs.evaluate, [True, True, False, False])
+    np.testing.assert_array_equal(xs.hparams["learning_rate"], [3, 4, 4, 4])
+    np.testing.assert_array_equal(xs.batch[:, 0], [[6, 7], [8, 9], [8, 9], [8, 9]])
+
+
+# ------------------------------------------------------------------ devices
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {tests!r})
+    import test_engine as t
+    from clrjax._engine import runner
+
+    devices_used = []
+    drive = runner.drive
+
+    def spy(program, carry, *args, **kw):
+        devices_used.append(len(carry.tracker.alive.sharding.device_set))
+        return drive(program, carry, *args, **kw)
+
+    runner.drive = spy
+    grids = {{"8": {{"weight_decay": [0.0, 1e-4, 1e-3, 1e-2], "momentum": [0.5, 0.9]}},
+              "6": t.GRID}}
+    out = {{"devices": jax.device_count()}}
+    for k, grid in grids.items():
+        single = t.run(shard_lanes=False, driver="chunks", chunk_size=5, grid=grid)
+        sharded = t.run(driver="chunks", chunk_size=5, grid=grid)
+        out[k] = {{
+            "strategy": sharded.strategy,
+            "devices_used": devices_used[-1],
+            "max_rel_diff": float(
+                np.nanmax(np.abs(sharded.losses - single.losses) / np.abs(single.losses))
+            ),
+            "nan_equal": bool(np.array_equal(np.isnan(sharded.losses), np.isnan(single.losses))),
+            "diverged_equal": bool(np.array_equal(sharded.diverged_at, single.diverged_at)),
+        }}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_lanes_on_8_cpu_devices_match_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["JAX_PLATFORMS"] = "cpu"
+    script = SHARDED_SCRIPT.format(tests=str(pathlib.Path(__file__).parent))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 8
+    assert out["8"]["strategy"] == "vmap+sharded[8]/chunks"
+    assert out["6"]["strategy"] == "vmap+sharded[6]/chunks"  # 6 lanes: at most 6 devices
+    for k in ("8", "6"):
+        assert out[k]["devices_used"] == int(k)
+        assert out[k]["max_rel_diff"] < 1e-4, out[k]
+        assert out[k]["nan_equal"] and out[k]["diverged_equal"]
