@@ -1,6 +1,7 @@
 """Tests for the ``clrjax`` command line, run in-process through ``main``."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -95,7 +96,23 @@ def test_demo_grid_of_momenta_and_seeds(tmp_path, capsys, monkeypatch):
     ("argv", "message"),
     [
         ([], "COMMAND"),
-        (["demo", "--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
+        (
+            ["demo", "--steps", "0"],
+            "argument --steps: expected an integer from 1 to 100000, got '0'",
+        ),
+        # 1e8 steps used to abort in XLA (per-step arrays): refused up front.
+        (
+            ["demo", "--steps", "100000000"],
+            "argument --steps: expected an integer from 1 to 100000",
+        ),
+        (["train-demo", "--range-test-steps", "100001"], "argument --range-test-steps"),
+        (["schedules", "--steps", "100001"], "argument --steps"),
+        (
+            ["demo", "--out", ""],
+            "argument --out: expected a .png file or an existing directory, got ''",
+        ),
+        (["demo", "--out", "plot"], "argument --out: expected a .png file"),
+        (["train-demo", "--out", "plot.svg"], "argument --out: expected a .png file"),
         (["demo", "--steps", "ten"], "argument --steps"),
         (["demo", "--start-lr", "-1"], "argument --start-lr: expected a positive number"),
         (["demo", "--weight-decays", "-1e-4"], "argument --weight-decays"),
@@ -126,6 +143,31 @@ def test_unwritable_output_exits_1(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_out_directory_gets_the_default_file_name(tmp_path, capsys):
+    assert _cli.main([*FAST_DEMO, "--out", str(tmp_path)]) == 0
+    written = tmp_path / "range_test.png"
+    assert f"plot saved to {written}\n" in capsys.readouterr().out
+    assert written.read_bytes()[:8] == PNG_MAGIC
+    assert sorted(os.listdir(tmp_path)) == ["range_test.png"]
+    assert not os.path.exists(f"{tmp_path}.png")
+
+
+def test_failed_save_keeps_the_old_file(tmp_path):
+    out_png = tmp_path / "rt.png"
+    out_png.write_bytes(b"old plot")
+
+    class HalfWrite:
+        def savefig(self, path, **kwargs):
+            with open(path, "wb") as f:
+                f.write(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(_cli._Failure, match="disk full"):
+        _cli._save_figure(HalfWrite(), str(out_png))
+    assert out_png.read_bytes() == b"old plot"
+    assert os.listdir(tmp_path) == ["rt.png"]
+
+
 def test_train_demo_prints_table_and_saves_plot(tmp_path, capsys):
     out_png = tmp_path / "train.png"
     argv = ["train-demo", "--epochs", "1", "--seeds", "1", "--lr", "0.1", "--out", str(out_png)]
@@ -136,6 +178,15 @@ def test_train_demo_prints_table_and_saves_plot(tmp_path, capsys):
     assert out_png.read_bytes()[:8] == PNG_MAGIC
     assert _cli.main(["train-demo", "--seeds", "0"]) == 2
     assert "argument --seeds" in capsys.readouterr().err
+
+
+def test_train_demo_without_suggestion_exits_1(capsys):
+    argv = ["train-demo", "--range-test-steps", "5", "--epochs", "1", "--seeds", "1", "--no-plot"]
+    assert _cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("clrjax train-demo: error: the range test gave no suggestion")
+    assert "; try more --range-test-steps (now 5) or give --lr" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_schedules_writes_one_png_per_family(tmp_path, capsys):
@@ -180,3 +231,51 @@ def test_python_m_clrjax_help():
     proc = subprocess.run([sys.executable, "-m", "clrjax"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "required: COMMAND" in proc.stderr
+
+
+# Like JAX's _xla_gc_callback: a Python function run at every garbage collection,
+# where a KeyboardInterrupt is printed as "Exception ignored" and dropped.
+_INTERRUPT_IN_GC_CALLBACK = """
+import gc, os, signal, sys
+from clrjax.demo import _cli
+
+def interrupt(phase, info):
+    frame = sys._getframe()
+    while frame is not None and frame.f_code is not _cli._cmd_demo.__code__:
+        frame = frame.f_back
+    if frame is not None:  # the first collection while `demo` runs
+        gc.callbacks.remove(interrupt)
+        os.kill(os.getpid(), signal.SIGINT)
+
+gc.callbacks.append(interrupt)
+sys.exit(_cli.main())
+"""
+
+
+def test_interrupt_inside_gc_callback_exits_130():
+    argv = [sys.executable, "-c", _INTERRUPT_IN_GC_CALLBACK, *FAST_DEMO, "--no-plot"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (130, "clrjax demo: interrupted\n")
+    assert "Suggested learning rate" not in proc.stdout
+
+
+def test_ctrl_c_while_running_exits_130_with_one_line():
+    argv = [
+        sys.executable,
+        "-m",
+        "clrjax",
+        "demo",
+        "--steps",
+        "100000",
+        "--no-progress",
+        "--no-plot",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    header = proc.stdout.readline()  # printed once JAX is imported and the command runs
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert header.startswith("LR range test on digits")
+    assert (proc.returncode, err, out) == (130, "clrjax demo: interrupted\n", "")

@@ -15,17 +15,25 @@ missing, no lane gave a suggestion, an output cannot be written); 2 for bad
 usage (argparse's errors and ``ValueError``s the library raises for the given
 options); 130 when interrupted. Errors are printed on stderr as
 ``clrjax <command>: error: <message>``.
+
+Ctrl-C: run as a program (``main()`` without ``argv``), SIGINT ends the process
+at once with status 130 and the line ``clrjax <command>: interrupted`` (see
+:func:`_exit_interrupted` for why it never raises ``KeyboardInterrupt``).
+``main(argv)``, called from Python, leaves SIGINT alone and returns 130 when a
+``KeyboardInterrupt`` reaches it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from clrjax._suggest import SUGGESTION_METHODS
 
@@ -33,6 +41,12 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+MAX_STEPS = 100_000
+"""The most ``--steps`` / ``--range-test-steps`` accepted; more is bad usage (exit status 2).
+
+The range test keeps arrays over all steps: at 10^8 steps XLA ran out of memory
+and aborted the process.
+"""
 
 DEMO_WEIGHT_DECAYS = (1e-3, 1e-4, 1e-5, 0.0)
 DEMO_BETA = 0.9
@@ -47,14 +61,69 @@ class _Failure(Exception):
     """A run that could not complete (exit status 1)."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+# Plot files being written (temporary names), removed when the run is interrupted.
+_partial_files: set[str] = set()
+
+
+def _exit_interrupted(command: str) -> NoReturn:
+    """Ends the process: status 130, ``<command>: interrupted`` on stderr.
+
+    The SIGINT handler of the command line. It never raises ``KeyboardInterrupt``:
+    JAX runs a Python callback at every garbage collection and an exception raised
+    there is printed as "Exception ignored" and dropped (the run then went on and
+    exited 0), and unwinding to a normal exit while XLA's threads still run could
+    crash the interpreter's teardown (SIGSEGV). ``os._exit`` skips the teardown;
+    printed output is flushed first and a half-written plot removed (a plot
+    replaces its file only once complete).
+    """
+    for path in list(_partial_files):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    # A flush can fail: a closed pipe, or the handler running inside a write.
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, f"{command}: interrupted\n".encode())
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _exit_on_interrupt(command: str) -> None:
+    """Makes SIGINT call :func:`_exit_interrupted` (at the next Python bytecode)."""
+    signal.signal(signal.SIGINT, lambda signum, frame: _exit_interrupted(command))
+
+
+def _int_type(maximum: int | None = None) -> Callable[[str], int]:
+    expected = "a positive integer" if maximum is None else f"an integer from 1 to {maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1 or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_type()
+_step_count = _int_type(MAX_STEPS)
+
+
+def _plot_path(default_name: str) -> Callable[[str], str]:
+    """``--out``: a ``.png`` file, or an existing directory to hold ``default_name``."""
+
+    def parse(text: str) -> str:
+        if os.path.isdir(text):
+            return os.path.join(text, default_name)
+        if os.path.splitext(text)[1].lower() != ".png":
+            raise argparse.ArgumentTypeError(
+                f"expected a .png file or an existing directory, got {text!r}"
+            )
+        return text
+
+    return parse
 
 
 def _float_type(name: str, accept: Callable[[float], bool]) -> Callable[[str], float]:
@@ -133,11 +202,19 @@ def _check_writable(path: str) -> None:
 
 
 def _save_figure(fig: Any, path: str) -> None:
+    """Saves a PNG atomically: a temporary file next to ``path`` replaces it."""
     _check_writable(path)
+    partial = f"{path}.{os.getpid()}.tmp"
+    _partial_files.add(partial)
     try:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fig.savefig(partial, format="png", dpi=120, bbox_inches="tight")
+        os.replace(partial, path)
     except OSError as e:
         raise _Failure(f"cannot write {path!r}: {e}") from e
+    finally:
+        _partial_files.discard(partial)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -205,15 +282,22 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
         _check_writable(args.out)
     print(f"Training comparison on {args.dataset} ({args.seeds} seeds per arm) ...")
     start = time.perf_counter()
-    result = _train_demo.run_train_demo(
-        args.dataset,
-        epochs=args.epochs,
-        seeds=args.seeds,
-        batch_size=args.batch_size,
-        suggest_method=args.method,
-        range_test_steps=args.range_test_steps,
-        lr=args.lr,
-    )
+    try:
+        result = _train_demo.run_train_demo(
+            args.dataset,
+            epochs=args.epochs,
+            seeds=args.seeds,
+            batch_size=args.batch_size,
+            suggest_method=args.method,
+            range_test_steps=args.range_test_steps,
+            lr=args.lr,
+        )
+    except RuntimeError as e:  # no suggestion (XLA's runtime errors are RuntimeErrors too)
+        hint = ""
+        if args.lr is None:
+            steps = args.range_test_steps
+            hint = f"; try more --range-test-steps (now {steps}) or give --lr"
+        raise _Failure(f"{e}{hint}") from e
     print(f"done in {time.perf_counter() - start:.1f} s\n")
     print(_train_demo.format_table(result))
     if not args.no_plot:
@@ -290,7 +374,11 @@ def _add_common(parser: argparse.ArgumentParser, out: str) -> None:
         help="LR suggestion method for the overall pick (see clrjax.suggest; default: %(default)s)",
     )
     parser.add_argument(
-        "--out", default=out, help="where to save the plot (PNG; default: %(default)s)"
+        "--out",
+        type=_plot_path(out),
+        default=out,
+        help=f"the plot: a .png file, or an existing directory to hold {out} "
+        "(default: %(default)s)",
     )
     parser.add_argument("--no-plot", action="store_true", help="do not plot (no matplotlib needed)")
 
@@ -324,7 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_positive_int, default=128, help="mini-batch size (default: 128)"
     )
     demo.add_argument(
-        "--steps", type=_positive_int, default=200, help="range-test steps (default: %(default)s)"
+        "--steps",
+        type=_step_count,
+        default=200,
+        help=f"range-test steps, at most {MAX_STEPS} (default: %(default)s)",
     )
     demo.add_argument(
         "--start-lr", type=_positive_float, default=1e-5, help="first LR (default: %(default)g)"
@@ -404,9 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--range-test-steps",
-        type=_positive_int,
+        type=_step_count,
         default=100,
-        help="steps of the range test (default: %(default)s)",
+        help=f"steps of the range test, at most {MAX_STEPS} (default: %(default)s)",
     )
     train.add_argument(
         "--lr",
@@ -426,18 +517,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--out-dir", default=".", help="directory for the PNGs (default: current directory)"
     )
     schedules.add_argument(
-        "--steps", type=_positive_int, default=1000, help="steps drawn (default: %(default)s)"
+        "--steps",
+        type=_step_count,
+        default=1000,
+        help=f"steps drawn, at most {MAX_STEPS} (default: %(default)s)",
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (argparse's included)."""
+    """Runs the command line; returns the exit status (argparse's included).
+
+    Args:
+      argv: the arguments after the program name. ``None`` (the console script,
+        ``python -m clrjax``) reads ``sys.argv`` and runs as the program: SIGINT
+        then ends the process with status 130 (see :func:`_exit_interrupted`).
+        Given a list, SIGINT handling is left alone and a ``KeyboardInterrupt``
+        reaching ``main`` returns 130.
+    """
+    as_program = argv is None
+    if as_program:
+        _exit_on_interrupt("clrjax")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if as_program:
+        _exit_on_interrupt(f"clrjax {args.command}")
     prefix = f"clrjax {args.command}: error:"
     try:
         return args.run(args)
