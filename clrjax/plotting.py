@@ -16,6 +16,7 @@ gid                    artist
 ``clrjax-raw``         raw per-step losses of one lane (faint points)
 ``clrjax-val``         validation losses of one lane (dashed)
 ``clrjax-suggestion``  suggested learning rates of one method (markers)
+``clrjax-raw-min``     the lowest raw loss of each lane (stars)
 ``clrjax-diverged``    the step at which each diverged lane stopped
 ``clrjax-lr``          a learning-rate schedule
 ``clrjax-momentum``    a momentum schedule (on a twin y-axis)
@@ -24,8 +25,9 @@ gid                    artist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["plot_range_test", "plot_range_test_grid", "plot_schedule"]
 
-# Marker of the i-th suggestion method drawn on one plot.
-_SUGGESTION_MARKERS = ("o", "v", "s", "D", "^", "P", "*")
+# Marker of the i-th suggestion method drawn on one plot ("*" marks raw minima,
+# "X" divergences).
+_SUGGESTION_MARKERS = ("o", "v", "s", "D", "^", "P", "h")
 # Part of the sequential colormap used for one numeric axis (avoids the
 # faint yellow end of viridis).
 _CMAP_RANGE = (0.0, 0.85)
@@ -51,6 +54,18 @@ _YLIM_HEADROOM = 0.5
 _LINESTYLES = ("-", "--", ":", "-.")
 # Fraction of the data range added above schedule curves per legend row.
 _LEGEND_BAND = 0.3
+# Two curves closer than this fraction of the y-range hide each other (a line
+# is about 0.6% of the height of a default figure's Axes).
+_OVERLAP_TOL = 0.01
+# A curve lying on another entry's for at least this fraction of its points
+# gets dots along it, staggered between such curves.
+_OVERLAP_MIN = 0.5
+# About how many dots such a curve gets.
+_DOTS_PER_CURVE = 10
+# A legend=True legend with more entries than this goes outside the Axes.
+_LEGEND_INSIDE_MAX = 5
+# Gap (inches) between the plot and a legend outside it.
+_LEGEND_PAD = 0.15
 
 
 def _pyplot():
@@ -161,11 +176,12 @@ def _group_styles(
     return keys, {g: (colours[g], "-") for g in groups}
 
 
-def _auto_ylim(curves: np.ndarray) -> tuple[float, float] | None:
+def _auto_ylim(curves: np.ndarray, floor: float | None = None) -> tuple[float, float] | None:
     """The y-range of smoothed curves with the exploding tail cut off.
 
-    From the lowest smoothed loss ``lo`` up to ``min(highest, start + 0.5 (start - lo))``,
-    where ``start`` is the largest first finite smoothed loss of a lane, plus 5%
+    From the lowest smoothed loss ``lo`` (or ``floor``, the lowest raw loss,
+    when lower) up to ``min(highest, start + 0.5 (start - lo))``, where
+    ``start`` is the largest first finite smoothed loss of a lane, plus 5%
     padding. None when there is no finite value or the range is empty.
     """
     curves = np.atleast_2d(np.asarray(curves, dtype=np.float64))
@@ -177,10 +193,21 @@ def _auto_ylim(curves: np.ndarray) -> tuple[float, float] | None:
     first = curves[rows, np.argmax(finite[rows], axis=1)]
     start = np.max(first)
     top = min(hi, start + _YLIM_HEADROOM * (start - lo))
-    span = top - lo
+    bottom = lo if floor is None else min(lo, floor)
+    span = top - bottom
     if not span > 0:
         return None
-    return float(lo - 0.05 * span), float(top + 0.05 * span)
+    return float(bottom - 0.05 * span), float(top + 0.05 * span)
+
+
+def _data_range(curves: np.ndarray, floor: float | None) -> tuple[float, float] | None:
+    """From the lowest finite value of ``curves`` (or ``floor``) to the highest; None if empty."""
+    finite = curves[np.isfinite(curves)]
+    if not finite.size:
+        return None
+    bottom, top = finite.min(), finite.max()
+    bottom = bottom if floor is None else min(bottom, floor)
+    return (float(bottom), float(top)) if top > bottom else None
 
 
 def _window(num_steps: int, skip_start: int, skip_end: int) -> slice:
@@ -212,6 +239,356 @@ def _last_finite(curve: np.ndarray, upto: int) -> float:
     return float(head[finite[-1]]) if finite.size else float("nan")
 
 
+class _Entry(NamedTuple):
+    """One legend entry of a range-test plot: lanes drawn alike."""
+
+    label: str  # "" when nothing varies (no legend entry)
+    colour: Any
+    linestyle: str
+    markevery: tuple[int, int] | None  # dots along the curves, or None
+
+
+def _entry_label(label_by: tuple[str, ...], keys: list[tuple]) -> str:
+    """Legend label of lanes with the ``label_by`` values ``keys`` (several when identical).
+
+    Examples:
+      >>> from clrjax.plotting import _entry_label
+      >>> print(_entry_label(("wd", "m"), [(0.0, 0.9)]))
+      wd=0, m=0.9
+      >>> print(_entry_label(("wd", "m"), [(0.0, 0.9), (1e-9, 0.9)]))
+      wd={0, 1e-9}, m=0.9 (identical)
+      >>> print(_entry_label(("wd", "m"), [(0.0, 0.9), (1e-9, 0.8)]))
+      wd=0, m=0.9; wd=1e-9, m=0.8 (identical)
+    """
+    if len(keys) == 1:
+        return ", ".join(f"{n}={_format_value(v)}" for n, v in zip(label_by, keys[0], strict=True))
+    values = [list(dict.fromkeys(column)) for column in zip(*keys, strict=True)]
+    if len(keys) == math.prod(len(v) for v in values):  # every combination of the values
+        parts = [
+            f"{n}={_format_value(v[0])}"
+            if len(v) == 1
+            else f"{n}={{{', '.join(map(_format_value, v))}}}"
+            for n, v in zip(label_by, values, strict=True)
+        ]
+        return ", ".join(parts) + " (identical)"
+    return "; ".join(_entry_label(label_by, [key]) for key in keys) + " (identical)"
+
+
+def _visible(curves: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
+    """The curves as a plot with y-range ``limits`` shows them: clipped to it,
+    NaN (after a divergence) above the top."""
+    return np.clip(np.where(np.isnan(curves), np.inf, curves), *limits)
+
+
+def _staggered_dots(curves: np.ndarray, tol: float) -> list[tuple[int, int] | None]:
+    """``markevery`` of each visible curve: dots for the curves lying on another
+    for at least ``_OVERLAP_MIN`` of their points, at steps staggered so each shows."""
+    num_curves, num_points = curves.shape
+    on_another = np.zeros(num_curves, dtype=bool)
+    for i in range(num_curves):
+        close = np.mean(np.abs(curves - curves[i]) <= tol, axis=1)
+        close[i] = 0.0
+        on_another[i] = close.max() >= _OVERLAP_MIN
+    count = int(on_another.sum())
+    period = max(count, num_points // _DOTS_PER_CURVE, 1)
+    ranks = np.cumsum(on_another) - 1
+    return [
+        (int(rank) * period // count, period) if dotted else None
+        for dotted, rank in zip(on_another, ranks, strict=True)
+    ]
+
+
+def _legend_entries(
+    result: RangeTestResult,
+    idx: np.ndarray,
+    label_by: tuple[str, ...],
+    cmap: Any,
+    linestyles: bool,
+    curves: np.ndarray,
+    limits: tuple[float, float] | None,
+) -> tuple[list[_Entry], list[int]]:
+    """The legend entries of the lanes ``idx`` and the entry of each.
+
+    Lanes with equal ``label_by`` values share an entry, and so do such groups
+    whose ``curves`` (the smoothed losses drawn, one row per lane) coincide
+    within ``_OVERLAP_TOL`` of the y-range ``limits`` wherever visible: they
+    are drawn alike under one label ending in ``(identical)``. Entries whose
+    curves lie on another's for at least ``_OVERLAP_MIN`` of their points get
+    dots along them (see :func:`_staggered_dots`). No merging nor dots when
+    ``limits`` is None (nothing finite to compare).
+    """
+    keys, styles = _group_styles(result, idx, label_by, cmap, linestyles)
+    rows_of: dict[tuple, list[int]] = {}
+    for row, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(row)
+    groups: list[list[tuple]] = []
+    if limits is None:
+        groups = [[key] for key in rows_of]
+        dots: list[tuple[int, int] | None] = [None] * len(groups)
+    else:
+        visible = _visible(curves, limits)
+        tol = _OVERLAP_TOL * (limits[1] - limits[0])
+        for key, rows in rows_of.items():
+            for group in groups:
+                other = rows_of[group[0]]
+                if len(other) == len(rows) and np.all(
+                    np.abs(visible[other] - visible[rows]) <= tol
+                ):
+                    group.append(key)
+                    break
+            else:
+                groups.append([key])
+        dots = _staggered_dots(visible[[rows_of[group[0]][0] for group in groups]], tol)
+    entries, entry_of = [], [0] * len(keys)
+    for e, (group, markevery) in enumerate(zip(groups, dots, strict=True)):
+        colour, linestyle = styles[group[0]]
+        entries.append(_Entry(_entry_label(label_by, group), colour, linestyle, markevery))
+        for key in group:
+            for row in rows_of[key]:
+                entry_of[row] = e
+    return entries, entry_of
+
+
+def _check_label_by(
+    result: RangeTestResult, idx: np.ndarray, label_by: str | Sequence[str] | None
+) -> tuple[str, ...]:
+    if label_by is None:
+        return _default_label_by(result, idx)
+    label_by = (label_by,) if isinstance(label_by, str) else tuple(label_by)
+    for name in label_by:
+        if name not in result.hparams:
+            raise ValueError(
+                f"label_by names a hyperparameter the result lacks: {name!r}; "
+                f"it has {tuple(result.hparams)}"
+            )
+    return label_by
+
+
+def _raw_floor(raw: np.ndarray, shown: bool) -> float | None:
+    """The lowest finite raw loss when raw losses are ``shown``, else None."""
+    finite = raw[np.isfinite(raw)]
+    return float(finite.min()) if shown and finite.size else None
+
+
+def _markers(
+    ax: Axes,
+    points: list[tuple[float, float, Any]],
+    *,
+    marker: str,
+    size: float,
+    zorder: int,
+    gid: str,
+    label: str,
+) -> Any:
+    """Draws ``(x, y, colour)`` points as black-edged markers; returns their legend handle."""
+    from matplotlib.lines import Line2D
+
+    if points:
+        xs, ys, cs = zip(*points, strict=True)
+        ax.scatter(
+            xs,
+            ys,
+            s=size,
+            marker=marker,
+            c=list(cs),
+            edgecolors="black",
+            linewidths=0.9,
+            zorder=zorder,
+            clip_on=False,  # y is clamped to the y-range: edge markers show whole
+            gid=gid,
+            label=label,
+        )
+    return Line2D(
+        [],
+        [],
+        linestyle="none",
+        marker=marker,
+        markersize=np.sqrt(size),
+        markerfacecolor="white",
+        markeredgecolor="black",
+        label=label,
+    )
+
+
+def _draw_range_test(
+    result: RangeTestResult,
+    ax: Axes | None,
+    *,
+    lanes: Any,
+    suggest: str | Sequence[str] | None,
+    skip_start: int,
+    skip_end: int,
+    show_raw: bool,
+    show_min: bool,
+    show_val: bool,
+    label_by: str | Sequence[str] | None,
+    log_lr: bool,
+    ylim: tuple[float, float] | str | None,
+    cmap: Any,
+) -> tuple[Axes, list[Any], list[Any]]:
+    """:func:`plot_range_test` without title and legend; returns the Axes and
+    the legend handles of the lanes and of the rest."""
+    from matplotlib.lines import Line2D
+
+    idx = _lane_indices(result, lanes)
+    lrs = np.asarray(result.lrs, dtype=np.float64)
+    smoothed = np.asarray(result.smoothed, dtype=np.float64)
+    raw = np.asarray(result.losses, dtype=np.float64)
+    window = _window(lrs.shape[0], skip_start, skip_end)
+    methods = (suggest,) if isinstance(suggest, str) else tuple(suggest or ())
+    label_by = _check_label_by(result, idx, label_by)
+    if isinstance(ylim, str) and ylim != "auto":
+        raise ValueError(f"ylim must be 'auto', None or (bottom, top); got {ylim!r}")
+    if ax is None:
+        _, ax = _pyplot().subplots()
+
+    window_lrs, curves, raw_curves = lrs[window], smoothed[idx, window], raw[idx, window]
+    floor = _raw_floor(raw_curves, show_raw or show_min)
+    if isinstance(ylim, str):
+        ylim = _auto_ylim(curves, floor)
+    has_val = show_val and result.val_steps is not None and result.val_losses is not None
+    # Validation curves are dashed, so line styles only encode a hyperparameter without them.
+    entries, entry_of = _legend_entries(
+        result,
+        idx,
+        label_by,
+        cmap,
+        not has_val,
+        curves,
+        tuple(sorted(ylim)) if ylim is not None else _data_range(curves, floor),
+    )
+    colours = [entries[e].colour for e in entry_of]
+    lane_handles = {}
+    for row, e in enumerate(entry_of):
+        entry = entries[e]
+        if show_raw:
+            ax.plot(
+                window_lrs,
+                raw_curves[row],
+                linestyle="none",
+                marker=".",
+                markersize=2,
+                alpha=0.25,
+                color=entry.colour,
+                gid="clrjax-raw",
+                label="_nolegend_",
+            )
+        (line,) = ax.plot(
+            window_lrs,
+            curves[row],
+            color=entry.colour,
+            linestyle=entry.linestyle,
+            linewidth=1.6,
+            marker="o" if entry.markevery else None,
+            markersize=4,
+            markevery=entry.markevery,
+            gid="clrjax-smoothed",
+            label=entry.label or "_nolegend_",
+        )
+        if entry.label:
+            lane_handles.setdefault(e, line)
+    handles = []
+
+    if has_val:
+        val_steps = np.asarray(result.val_steps)
+        keep = (val_steps >= window.start) & (val_steps < window.stop)
+        val_losses = np.asarray(result.val_losses, dtype=np.float64)
+        for lane, colour in zip(idx, colours, strict=True):
+            ax.plot(
+                lrs[val_steps[keep]],
+                val_losses[lane, keep],
+                linestyle="--",
+                marker=".",
+                markersize=4,
+                color=colour,
+                gid="clrjax-val",
+                label="_nolegend_",
+            )
+        if keep.any():
+            handles.append(Line2D([], [], linestyle="--", color="gray", label="validation"))
+
+    if log_lr:
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    bottom, top = ax.get_ylim()
+
+    for k, method in enumerate(methods):
+        picks = np.asarray(result.suggest(method), dtype=np.float64)[idx]
+        points = []
+        for row, lr in enumerate(picks):
+            if np.isfinite(lr) and window_lrs.min() <= lr <= window_lrs.max():
+                y = _value_at_lr(window_lrs, curves[row], lr)
+                if np.isfinite(y):
+                    points.append((lr, float(np.clip(y, bottom, top)), colours[row]))
+        marker = _SUGGESTION_MARKERS[k % len(_SUGGESTION_MARKERS)]
+        handles.append(
+            _markers(
+                ax,
+                points,
+                marker=marker,
+                size=55,
+                zorder=4,
+                gid="clrjax-suggestion",
+                label=f"suggested ({method})",
+            )
+        )
+
+    if show_min:
+        points = []
+        for row in range(len(idx)):
+            finite = np.isfinite(raw_curves[row])
+            if finite.any():
+                step = int(np.argmin(np.where(finite, raw_curves[row], np.inf)))
+                y = float(np.clip(raw_curves[row, step], bottom, top))
+                points.append((window_lrs[step], y, colours[row]))
+        if points:
+            handles.append(
+                _markers(
+                    ax,
+                    points,
+                    marker="*",
+                    size=130,
+                    zorder=4,
+                    gid="clrjax-raw-min",
+                    label="raw minimum",
+                )
+            )
+
+    points = []
+    for row, lane in enumerate(idx):
+        step = int(np.asarray(result.diverged_at)[lane])
+        if window.start <= step < window.stop:
+            y = np.nan_to_num(_last_finite(smoothed[lane], step), nan=top)  # none: at the top
+            points.append((lrs[step], float(np.clip(y, bottom, top)), colours[row]))
+    if points:
+        handles.append(
+            _markers(
+                ax, points, marker="X", size=70, zorder=5, gid="clrjax-diverged", label="diverged"
+            )
+        )
+    return ax, list(lane_handles.values()), handles
+
+
+def _legend_placement(legend: Any) -> str | None:
+    """``legend`` as ``"auto"``, ``"inside"``, ``"outside"`` or None (no legend)."""
+    if isinstance(legend, (bool, np.bool_)):
+        return "auto" if legend else None
+    if legend in ("inside", "outside"):
+        return legend
+    raise ValueError(f"legend must be True, False, 'inside' or 'outside'; got {legend!r}")
+
+
+def _widen(fig: Figure, legend: Any) -> float:
+    """Widens ``fig`` by the width of ``legend``; returns old width / new width."""
+    old = fig.get_figwidth()
+    new = old + legend.get_window_extent().width / fig.dpi + _LEGEND_PAD
+    fig.set_size_inches(new, fig.get_figheight())
+    return old / new
+
+
 def plot_range_test(
     result: RangeTestResult,
     ax: Axes | None = None,
@@ -221,12 +598,13 @@ def plot_range_test(
     skip_start: int = 0,
     skip_end: int = 0,
     show_raw: bool = True,
+    show_min: bool = True,
     show_val: bool = True,
     label_by: str | Sequence[str] | None = None,
     log_lr: bool = True,
     ylim: tuple[float, float] | str | None = "auto",
     cmap: Any = None,
-    legend: bool = True,
+    legend: bool | str = True,
     title: str | None = None,
 ) -> Axes:
     """Plots loss against learning rate for the lanes of a range test.
@@ -236,19 +614,32 @@ def plot_range_test(
     them (a sequential colormap when one numeric hyperparameter varies, such
     as Smith's weight-decay grid; with two, the first sets the colour and the
     second, up to four values, the line style, unless validation curves are
-    drawn). Lanes with equal ``label_by`` values (by
-    default the seeds of one configuration) share a colour and a legend
-    entry. Markers show
-    the learning rates :meth:`RangeTestResult.suggest` picks for each method and
-    an ``x`` where each diverged lane stopped; validation losses, when
-    recorded, are dashed lines at the learning rates of their steps.
+    drawn). Lanes with equal ``label_by`` values (by default the seeds of one
+    configuration) share a colour and a legend entry.
+
+    Lanes that would hide each other stay visible: groups of lanes whose
+    curves coincide wherever they are visible (within 1% of the y-range, about
+    a line's width) are drawn alike under one legend entry listing their values
+    and ending in ``(identical)``, such as
+    ``weight_decay={0, 1e-5}, momentum=0.9 (identical)``; curves lying on
+    another entry's curve for half of their points or more carry dots, at
+    steps staggered between those curves so that each colour shows.
+
+    Markers (each in its lane's colour, explained in the legend): the
+    learning rates :meth:`RangeTestResult.suggest` picks for each method, a
+    star at each lane's lowest raw loss, and an ``X`` where each diverged lane
+    stopped; validation losses, when recorded, are dashed lines at the
+    learning rates of their steps. The legend goes outside the Axes, on the
+    right, when it has more than five entries (a figure this function creates
+    is widened to hold it); otherwise inside, where it covers the fewest points.
 
     The y-axis is cut where the loss explodes: with ``ylim="auto"`` it spans
     the lowest smoothed loss ``lo`` up to
     ``min(max smoothed, start + 0.5 * (start - lo))``, ``start`` being the
     highest first smoothed loss of a lane (so the informative descent fills the
     plot; fastai and torch-lr-finder instead trim the last steps, which
-    ``skip_end`` also does here). Markers beyond the top sit on the top edge.
+    ``skip_end`` also does here), extended down to the lowest raw loss when raw
+    losses or their minima are drawn. Markers beyond the top sit on the top edge.
 
     Args:
       result: a :class:`clrjax.RangeTestResult`.
@@ -259,6 +650,7 @@ def plot_range_test(
       skip_start: steps left out at the start of every curve.
       skip_end: steps left out at the end of every curve.
       show_raw: draw the raw per-step losses as faint points.
+      show_min: mark each lane's lowest raw loss (in the drawn steps) with a star.
       show_val: draw validation losses when the result has them.
       label_by: hyperparameter name(s) that colour and label the lanes; by
         default the ones that vary between the drawn lanes (``seed`` left out
@@ -269,7 +661,9 @@ def plot_range_test(
       cmap: colormap (name or object) for the lanes; by default ``viridis``
         for one numeric hyperparameter (seeds excepted) and the ``tab10``
         cycle otherwise.
-      legend: draw a legend.
+      legend: ``True`` (placed by the rule above), ``"inside"`` or
+        ``"outside"`` the Axes, or ``False`` for none. A legend outside an
+        Axes you pass may need ``savefig(..., bbox_inches="tight")``.
       title: the Axes title.
 
     Returns:
@@ -281,164 +675,58 @@ def plot_range_test(
       >>> from clrjax.plotting import plot_range_test
       >>> lrs = np.geomspace(1e-4, 1.0, 40)
       >>> curve = 2.3 - 0.5 * np.log10(lrs / 1e-4)
-      >>> losses = np.stack([curve, curve - 0.1])
+      >>> losses = np.stack([curve, curve - 0.1, curve - 0.1])
       >>> result = RangeTestResult(
-      ...     lrs=lrs, losses=losses, smoothed=losses, diverged_at=np.array([-1, -1]),
-      ...     hparams={"weight_decay": np.array([1e-4, 0.0])}, grid_names=("weight_decay",))
+      ...     lrs=lrs, losses=losses, smoothed=losses, diverged_at=np.array([-1, -1, -1]),
+      ...     hparams={"weight_decay": np.array([1e-4, 1e-5, 0.0])},
+      ...     grid_names=("weight_decay",))
       >>> ax = plot_range_test(result, suggest=["valley", "steepest"])
-      >>> print([line.get_label() for line in ax.lines if line.get_gid() == "clrjax-smoothed"])
-      ['weight_decay=1e-4', 'weight_decay=0']
+      >>> print([text.get_text() for text in ax.get_legend().get_texts()])
+      ['weight_decay=1e-4', 'weight_decay={1e-5, 0} (identical)', 'suggested (valley)',
+       'suggested (steepest)', 'raw minimum']
       >>> import matplotlib.pyplot as plt
       >>> plt.close(ax.figure)
     """
-    plt = _pyplot()
-    from matplotlib.lines import Line2D
-
-    idx = _lane_indices(result, lanes)
-    lrs = np.asarray(result.lrs, dtype=np.float64)
-    smoothed = np.asarray(result.smoothed, dtype=np.float64)
-    raw = np.asarray(result.losses, dtype=np.float64)
-    window = _window(lrs.shape[0], skip_start, skip_end)
-    methods = (suggest,) if isinstance(suggest, str) else tuple(suggest or ())
-    if label_by is None:
-        label_by = _default_label_by(result, idx)
-    elif isinstance(label_by, str):
-        label_by = (label_by,)
-    label_by = tuple(label_by)
-    for name in label_by:
-        if name not in result.hparams:
-            raise ValueError(
-                f"label_by names a hyperparameter the result lacks: {name!r}; "
-                f"it has {tuple(result.hparams)}"
-            )
-    if ax is None:
-        _, ax = plt.subplots()
-
-    has_val = show_val and result.val_steps is not None and result.val_losses is not None
-    # Validation curves are dashed, so line styles only encode a hyperparameter without them.
-    keys, styles = _group_styles(result, idx, label_by, cmap, linestyles=not has_val)
-    colours = {key: colour for key, (colour, _) in styles.items()}
-    handles = []
-    for lane, key in zip(idx, keys, strict=True):
-        if show_raw:
-            ax.plot(
-                lrs[window],
-                raw[lane, window],
-                linestyle="none",
-                marker=".",
-                markersize=2,
-                alpha=0.25,
-                color=colours[key],
-                gid="clrjax-raw",
-                label="_nolegend_",
-            )
-        label = ", ".join(f"{n}={_format_value(v)}" for n, v in zip(label_by, key, strict=True))
-        (line,) = ax.plot(
-            lrs[window],
-            smoothed[lane, window],
-            color=colours[key],
-            linestyle=styles[key][1],
-            linewidth=1.6,
-            gid="clrjax-smoothed",
-            label=label or "_nolegend_",
-        )
-        if label and label not in [h.get_label() for h in handles]:
-            handles.append(line)
-
-    if has_val:
-        val_steps = np.asarray(result.val_steps)
-        keep = (val_steps >= window.start) & (val_steps < window.stop)
-        val_losses = np.asarray(result.val_losses, dtype=np.float64)
-        for lane, key in zip(idx, keys, strict=True):
-            ax.plot(
-                lrs[val_steps[keep]],
-                val_losses[lane, keep],
-                linestyle="--",
-                marker=".",
-                markersize=4,
-                color=colours[key],
-                gid="clrjax-val",
-                label="_nolegend_",
-            )
-        if keep.any():
-            handles.append(Line2D([], [], linestyle="--", color="gray", label="validation"))
-
-    if log_lr:
-        ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss (smoothed)")
-    if isinstance(ylim, str):
-        if ylim != "auto":
-            raise ValueError(f"ylim must be 'auto', None or (bottom, top); got {ylim!r}")
-        ylim = _auto_ylim(smoothed[idx, window])
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    top = ax.get_ylim()[1]
-
-    window_lrs, window_curves = lrs[window], smoothed[:, window]
-    for k, method in enumerate(methods):
-        picks = np.asarray(result.suggest(method), dtype=np.float64)
-        points = []
-        for lane, key in zip(idx, keys, strict=True):
-            lr = picks[lane]
-            if np.isfinite(lr) and window_lrs.min() <= lr <= window_lrs.max():
-                y = _value_at_lr(window_lrs, window_curves[lane], lr)
-                if np.isfinite(y):
-                    points.append((lr, min(y, top), colours[key]))
-        marker = _SUGGESTION_MARKERS[k % len(_SUGGESTION_MARKERS)]
-        if points:
-            xs, ys, cs = zip(*points, strict=True)
-            ax.scatter(
-                xs,
-                ys,
-                s=55,
-                marker=marker,
-                c=list(cs),
-                edgecolors="black",
-                linewidths=1.0,
-                zorder=4,
-                gid="clrjax-suggestion",
-                label=f"suggested ({method})",
-            )
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker=marker,
-                markerfacecolor="white",
-                markeredgecolor="black",
-                label=f"suggested ({method})",
-            )
-        )
-
-    points = []
-    for lane in idx:
-        step = int(np.asarray(result.diverged_at)[lane])
-        if window.start <= step < window.stop:
-            y = _last_finite(smoothed[lane], step)
-            points.append((lrs[step], min(y, top) if np.isfinite(y) else top))
-    if points:
-        xs, ys = zip(*points, strict=True)
-        ax.scatter(
-            xs,
-            ys,
-            s=60,
-            marker="x",
-            c="black",
-            linewidths=1.5,
-            zorder=5,
-            gid="clrjax-diverged",
-            label="diverged",
-        )
-        handles.append(
-            Line2D([], [], linestyle="none", marker="x", color="black", label="diverged")
-        )
-
+    placement = _legend_placement(legend)
+    own_figure = ax is None
+    ax, lane_handles, handles = _draw_range_test(
+        result,
+        ax,
+        lanes=lanes,
+        suggest=suggest,
+        skip_start=skip_start,
+        skip_end=skip_end,
+        show_raw=show_raw,
+        show_min=show_min,
+        show_val=show_val,
+        label_by=label_by,
+        log_lr=log_lr,
+        ylim=ylim,
+        cmap=cmap,
+    )
     if title is not None:
         ax.set_title(title)
-    if legend and handles:
+    handles = lane_handles + handles
+    if placement is None or not handles:
+        return ax
+    if placement == "auto":
+        placement = "outside" if len(handles) > _LEGEND_INSIDE_MAX else "inside"
+    if placement == "inside":
         ax.legend(handles=handles, fontsize="small", loc="best")
+        return ax
+    box = ax.legend(
+        handles=handles,
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+    )
+    if own_figure:  # keep the Axes' size: the figure grows by the legend
+        fig = ax.figure
+        scale = _widen(fig, box)
+        if fig.get_layout_engine() is None:  # a layout engine makes room by itself
+            left, right = fig.subplotpars.left, fig.subplotpars.right
+            fig.subplots_adjust(left=left * scale, right=right * scale)
     return ax
 
 
@@ -450,6 +738,7 @@ def plot_range_test_grid(
     figsize: tuple[float, float] | None = None,
     sharey: bool = True,
     title: str | None = None,
+    legend: bool | str = True,
     **kwargs: Any,
 ) -> Figure:
     """Small multiples of a range test: one panel per (``row``, ``col``) value pair.
@@ -465,11 +754,13 @@ def plot_range_test_grid(
       result: a :class:`clrjax.RangeTestResult`.
       row: the hyperparameter varying down the rows, or None.
       col: the hyperparameter varying across the columns, or None.
-      figsize: figure size in inches; by default 3.4 x 2.6 per panel.
+      figsize: figure size in inches; by default 3.4 x 2.6 per panel (widened
+        by the legend's width when it goes on the right).
       sharey: share the y-axis between panels.
       title: the figure's title (``suptitle``).
+      legend: ``True`` or ``"outside"``: one legend for all panels, on the
+        right of them; ``"inside"``: in the first panel; ``False``: none.
       **kwargs: passed on to :func:`plot_range_test` (not ``ax``, ``lanes``).
-        The legend is drawn in the first panel only.
 
     Returns:
       The matplotlib Figure; ``fig.axes`` lists the panels row by row.
@@ -492,6 +783,7 @@ def plot_range_test_grid(
       >>> plt.close(fig)
     """
     plt = _pyplot()
+    placement = _legend_placement(legend)
     for name in ("ax", "lanes"):
         if name in kwargs:
             raise TypeError(f"plot_range_test_grid does not take {name!r}")
@@ -507,10 +799,14 @@ def plot_range_test_grid(
         axes_values.append((name, values, order))
     (row_name, row_values, row_order), (col_name, col_values, col_order) = axes_values
 
+    options = {**plot_range_test.__kwdefaults__, **kwargs}
+    del options["legend"], options["title"]  # the figure's, not the panels'
     num_steps = np.shape(result.lrs)[0]
-    window = _window(num_steps, kwargs.get("skip_start", 0), kwargs.get("skip_end", 0))
-    if sharey and kwargs.get("ylim", "auto") == "auto":
-        kwargs["ylim"] = _auto_ylim(np.asarray(result.smoothed)[:, window])
+    window = _window(num_steps, options["skip_start"], options["skip_end"])
+    if sharey and isinstance(options["ylim"], str) and options["ylim"] == "auto":
+        shown = options["show_raw"] or options["show_min"]
+        floor = _raw_floor(np.asarray(result.losses, dtype=np.float64)[:, window], shown)
+        options["ylim"] = _auto_ylim(np.asarray(result.smoothed)[:, window], floor)
     nrows, ncols = len(row_order), len(col_order)
     fig, axes = plt.subplots(
         nrows,
@@ -520,8 +816,8 @@ def plot_range_test_grid(
         sharey=sharey,
         figsize=figsize or (3.4 * ncols + 0.6, 2.6 * nrows + 0.6),
     )
-    legend = kwargs.pop("legend", True)
     num_lanes = np.shape(result.losses)[0]
+    lane_handles, other_handles, first = {}, {}, None
     for r, row_value in enumerate(row_order):
         for c, col_value in enumerate(col_order):
             ax = axes[r, c]
@@ -537,13 +833,28 @@ def plot_range_test_grid(
             if not mask.any():
                 ax.set_visible(False)
                 continue
-            plot_range_test(result, ax, lanes=mask, legend=legend and r == 0 and c == 0, **kwargs)
+            options["lanes"] = mask
+            _, lanes_drawn, others = _draw_range_test(result, ax, **options)
+            if first is None:
+                first = ax
+            # One legend for all panels: each label once, lanes first.
+            for handles, store in ((lanes_drawn, lane_handles), (others, other_handles)):
+                for handle in handles:
+                    store.setdefault(handle.get_label(), handle)
             ax.set_title(", ".join(parts), fontsize="medium")
     for ax in axes.flat:
         ax.label_outer()
     if title is not None:
         fig.suptitle(title)
-    fig.tight_layout()
+    handles = [*lane_handles.values(), *other_handles.values()]
+    scale = 1.0
+    if placement == "inside" and handles:
+        first.legend(handles=handles, fontsize="small", loc="best")
+    elif placement is not None and handles:
+        box = fig.legend(handles=handles, fontsize="small", loc="center left")
+        scale = _widen(fig, box)  # the panels keep their size
+        box.set_bbox_to_anchor((scale, 0.5))
+    fig.tight_layout(rect=(0.0, 0.0, scale, 1.0))
     return fig
 
 

@@ -73,8 +73,16 @@ def _collections(ax, gid):
     return [c for c in ax.collections if c.get_gid() == gid]
 
 
-def _legend_texts(ax):
-    return [t.get_text() for t in ax.get_legend().get_texts()]
+def _legend_texts(where):
+    """Texts of the legend of an Axes, or of a Legend."""
+    legend = where.get_legend() if isinstance(where, matplotlib.axes.Axes) else where
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def _extents(*artists):
+    """Display-space bounding boxes of artists of one figure (drawn once first)."""
+    artists[0].figure.canvas.draw()
+    return [artist.get_window_extent() for artist in artists]
 
 
 def test_renders_png(tmp_path, wd_result):
@@ -127,8 +135,8 @@ def test_seeds_share_colour_and_legend_entry():
     ax = plotting.plot_range_test(result, suggest=None)
     colours = [line.get_color() for line in _lines(ax, "clrjax-smoothed")]
     assert colours[0] == colours[1] != colours[2] == colours[3]
-    assert _legend_texts(ax) == ["weight_decay=1e-4", "weight_decay=0"]
-    by_seed = plotting.plot_range_test(result, suggest=None, label_by="seed")
+    assert _legend_texts(ax) == ["weight_decay=1e-4", "weight_decay=0", "raw minimum"]
+    by_seed = plotting.plot_range_test(result, suggest=None, label_by="seed", show_min=False)
     assert _legend_texts(by_seed) == ["seed=0", "seed=1"]
     # Seeds are categories: qualitative colours, not a sequential colormap.
     assert [line.get_color() for line in _lines(by_seed, "clrjax-smoothed")] == [
@@ -187,6 +195,111 @@ def test_divergence_marker_at_diverged_step(wd_result):
     assert x == pytest.approx(LRS[50])
     assert y <= ax.get_ylim()[1]
     assert "diverged" in _legend_texts(ax)
+    # Filled in the colour of the lane that diverged (lane 0).
+    lane_colour = matplotlib.colors.to_rgba(_lines(ax, "clrjax-smoothed")[0].get_color())
+    np.testing.assert_allclose(marker.get_facecolors()[0], lane_colour)
+
+
+def _grid_3x3(curve_of):
+    """A weight decay x momentum grid (3 x 3) whose lane curves are ``curve_of(wd, momentum)``."""
+    wds, moms = np.repeat([0.0, 1e-9, 1e-8], 3), np.tile([0.8, 0.9, 0.95], 3)
+    curves = [curve_of(wd, m) for wd, m in zip(wds, moms, strict=True)]
+    return _result(curves, {"weight_decay": wds, "momentum": moms})
+
+
+BEST_LR = {0.8: 1e-2, 0.9: 1e-3, 0.95: 1e-4}
+
+
+def test_many_entries_legend_outside_axes():
+    result = _grid_3x3(lambda wd, m: _curve(BEST_LR[m], depth=1.0 + 5e7 * wd))
+    ax = plotting.plot_range_test(result, suggest=["valley", "steepest"])
+    assert len(_legend_texts(ax)) == 12
+    legend, axes_box = _extents(ax.get_legend(), ax)
+    assert legend.x0 >= axes_box.x1
+    # The figure grew by the legend, so the Axes kept the width of a default figure's.
+    assert legend.x1 <= ax.figure.bbox.x1
+    _, default = plt.subplots()
+    assert axes_box.width == pytest.approx(_extents(default)[0].width)
+    # On an Axes you pass, the figure keeps its size.
+    fig, given = plt.subplots(figsize=(5.0, 4.0))
+    plotting.plot_range_test(result, ax=given)
+    assert tuple(fig.get_size_inches()) == (5.0, 4.0)
+    legend, axes_box = _extents(given.get_legend(), given)
+    assert legend.x0 >= axes_box.x1
+    inside = plotting.plot_range_test(result, legend="inside")
+    axes_box, legend = _extents(inside, inside.get_legend())
+    assert axes_box.x0 <= legend.x0 and legend.x1 <= axes_box.x1
+
+
+def test_few_entries_legend_inside_unless_asked(wd_result):
+    ax = plotting.plot_range_test(wd_result, lanes=[1, 2], suggest=None)
+    assert len(_legend_texts(ax)) == 3
+    axes_box, legend = _extents(ax, ax.get_legend())
+    assert axes_box.x0 <= legend.x0 and legend.x1 <= axes_box.x1
+    ax = plotting.plot_range_test(wd_result, lanes=[1, 2], suggest=None, legend="outside")
+    legend, axes_box = _extents(ax.get_legend(), ax)
+    assert legend.x0 >= axes_box.x1
+    for bad in ("best", None, 1):
+        with pytest.raises(ValueError, match="legend"):
+            plotting.plot_range_test(wd_result, legend=bad)
+
+
+def test_identical_lanes_share_one_labelled_entry():
+    # Weight decays that change nothing: 9 lanes, 3 curves.
+    result = _grid_3x3(lambda wd, m: _curve(BEST_LR[m]))
+    ax = plotting.plot_range_test(result, suggest=None, show_min=False)
+    assert _legend_texts(ax) == [
+        f"weight_decay={{0, 1e-9, 1e-8}}, momentum={m} (identical)" for m in ("0.8", "0.9", "0.95")
+    ]
+    lines = _lines(ax, "clrjax-smoothed")
+    assert len(lines) == 9
+    styles = [(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()) for line in lines]
+    assert styles[0:3] == styles[3:6] == styles[6:9]
+    assert len(set(styles[0:3])) == 3
+    assert [line.get_label() for line in lines] == 3 * _legend_texts(ax)
+    # Lanes that differ in their tails stay apart.
+    result = _grid_3x3(lambda wd, m: _curve(BEST_LR[m], blow_lr=1.0 - 5e7 * wd))
+    texts = _legend_texts(plotting.plot_range_test(result, suggest=None, show_min=False))
+    assert len(texts) == 9 and not any("identical" in t for t in texts)
+
+
+def test_overlapping_lanes_get_staggered_dots():
+    base = _curve(1e-2)
+    # Lane 1 is lane 0 until it diverges; lane 2 lies apart.
+    result = _result([base, base, base + 0.5], {"weight_decay": [0.0, 1e-4, 1e-3]},
+                     diverged_at=[-1, 45, -1])  # fmt: skip
+    ax = plotting.plot_range_test(result, suggest=None)
+    lines = _lines(ax, "clrjax-smoothed")
+    assert [line.get_marker() for line in lines] == ["o", "o", "None"]
+    (start_0, period_0), (start_1, period_1) = (line.get_markevery() for line in lines[:2])
+    assert period_0 == period_1 == NUM_STEPS // plotting._DOTS_PER_CURVE
+    assert start_0 % period_0 != start_1 % period_1
+    # Not merged: the curves differ after step 45.
+    assert _legend_texts(ax)[:3] == ["weight_decay=0", "weight_decay=1e-4", "weight_decay=1e-3"]
+
+
+def test_raw_minimum_marked_per_lane(wd_result):
+    ax = plotting.plot_range_test(wd_result, suggest=None)
+    (stars,) = _collections(ax, "clrjax-raw-min")
+    raw = wd_result.losses
+    steps = np.nanargmin(raw, axis=1)
+    expected = np.column_stack([LRS[steps], np.nanmin(raw, axis=1)])
+    np.testing.assert_allclose(stars.get_offsets(), expected)
+    colours = [
+        matplotlib.colors.to_rgba(line.get_color()) for line in _lines(ax, "clrjax-smoothed")
+    ]
+    np.testing.assert_allclose(stars.get_facecolors(), colours)
+    assert "raw minimum" in _legend_texts(ax)
+    assert ax.get_ylim()[0] < expected[:, 1].min()
+    # Only the drawn steps count; beyond the y-range a star sits on the edge.
+    ax = plotting.plot_range_test(wd_result, suggest=None, skip_start=40, ylim=(1.0, 3.0))
+    (stars,) = _collections(ax, "clrjax-raw-min")
+    window_steps = 40 + np.nanargmin(raw[:, 40:], axis=1)
+    np.testing.assert_allclose(stars.get_offsets()[:, 0], LRS[window_steps])
+    np.testing.assert_allclose(stars.get_offsets()[:, 1], 1.0)
+    ax = plotting.plot_range_test(wd_result, show_min=False)
+    assert _collections(ax, "clrjax-raw-min") == []
+    assert "raw minimum" not in _legend_texts(ax)
 
 
 def test_nan_tails_and_all_nan_lanes_render(tmp_path):
@@ -212,12 +325,19 @@ def test_every_lane_all_nan_renders(tmp_path):
 
 
 def test_auto_ylim_cuts_exploding_tail(wd_result):
-    ax = plotting.plot_range_test(wd_result)
+    ax = plotting.plot_range_test(wd_result, show_raw=False, show_min=False)
     finite = wd_result.smoothed[np.isfinite(wd_result.smoothed)]
     lo, start = finite.min(), wd_result.smoothed[:, 0].max()
     top = start + plotting._YLIM_HEADROOM * (start - lo)
     assert top < finite.max()
     np.testing.assert_allclose(ax.get_ylim(), (lo - 0.05 * (top - lo), top + 0.05 * (top - lo)))
+    # With raw losses drawn, the range reaches down to the lowest of them.
+    floor = np.nanmin(wd_result.losses)
+    assert floor < lo
+    for kwargs in ({}, {"show_raw": False}, {"show_min": False}):
+        ax = plotting.plot_range_test(wd_result, **kwargs)
+        expected = (floor - 0.05 * (top - floor), top + 0.05 * (top - floor))
+        np.testing.assert_allclose(ax.get_ylim(), expected)
 
 
 def test_ylim_none_and_explicit(wd_result):
@@ -301,8 +421,19 @@ def test_grid_small_multiples(tmp_path):
     ]
     assert all(len(_lines(ax, "clrjax-smoothed")) == 1 for ax in fig.axes)
     assert len({ax.get_ylim() for ax in fig.axes}) == 1
+    # One legend for all panels, on their right, inside the figure.
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    box, *panels = _extents(legend, *fig.axes)
+    assert box.x0 >= max(panel.x1 for panel in panels)
+    assert box.x1 <= fig.bbox.x1
+    assert _legend_texts(legend) == ["suggested (valley)", "raw minimum"]
+    fig = plotting.plot_range_test_grid(result, col=None, legend="inside")
+    assert fig.legends == []
     assert fig.axes[0].get_legend() is not None
     assert all(ax.get_legend() is None for ax in fig.axes[1:])
+    fig = plotting.plot_range_test_grid(result, col=None, legend=False)
+    assert fig.legends == [] and all(ax.get_legend() is None for ax in fig.axes)
 
 
 def test_grid_single_axis_and_missing_cells():
