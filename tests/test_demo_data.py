@@ -28,4 +28,9 @@ def test_mlp_loss_and_accuracy():
     y = np.arange(5, dtype=np.int32)
     loss = demo.mlp_loss(params, (x, y))
     np.testing.assert_allclose(loss, np.log(10.0), rtol=1e-6)  # uniform logits
-    assert 0.0 <= float(demo.mlp_accuracy(params, x, y)) <= 1.0
+    x = np.random.default_rng(0).normal(size=(50, 64)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 10, 50).astype(np.int32)
+    logits = np.asarray(demo.mlp_apply(params, x))
+    expected = np.mean(logits.argmax(axis=1) == y)
+    assert 0.0 < expected < 1.0  # a mix of right and wrong answers
+    assert float(demo.mlp_accuracy(params, x, y)) == pytest.approx(expected)

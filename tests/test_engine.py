@@ -119,9 +119,10 @@ def test_a_nan_lane_never_reaches_the_others(placement):
         np.testing.assert_allclose(r.losses[i], alone.losses[0], rtol=1e-5)
 
 
-def lowered_text(driver):
+def lowered(driver, loss_fn=cnn_loss, params=CNN_PARAMS, lanes=2):
+    """The lowered program of ``lanes`` vmapped lanes of ``loss_fn``, one chunk of steps."""
     spec = program.ProgramSpec(
-        task=LossTask(cnn_loss, clrjax.pytorch_sgd, cnn_loss),
+        task=LossTask(loss_fn, clrjax.pytorch_sgd, loss_fn),
         smoothing="debiased_ema",
         evaluates=False,
         seeded=False,
@@ -129,9 +130,9 @@ def lowered_text(driver):
         driver=driver,
     )
     prog = program.get_program(spec)
-    hp = {"learning_rate": np.full(2, 0.1, np.float32)}
+    hp = {"learning_rate": np.full(lanes, 0.1, np.float32)}
     carry, keys = prog.init(
-        (CNN_PARAMS, None), jax.random.key(0), np.zeros(2, np.uint32), {}, {}, hp
+        (params, None), jax.random.key(0), np.zeros(lanes, np.uint32), {}, {}, hp
     )
     length = 1 if driver == "python" else 3
     shared = _engine.lane_step.Shared(
@@ -144,14 +145,14 @@ def lowered_text(driver):
         hparams={},
         batch=np.zeros((length, 1, 16), np.int32),
     )
-    lane_xs = _engine.lane_step.LaneX({"learning_rate": np.full((length, 2), 0.1, np.float32)})
-    consts = _engine.lane_step.LaneConsts({}, keys, np.zeros(2, np.int32))
-    return prog.run.lower(carry, consts, shared, xs, lane_xs).as_text()
+    lane_xs = _engine.lane_step.LaneX({"learning_rate": np.full((length, lanes), 0.1, np.float32)})
+    consts = _engine.lane_step.LaneConsts({}, keys, np.zeros(lanes, np.int32))
+    return prog.run.lower(carry, consts, shared, xs, lane_xs)
 
 
 @pytest.mark.parametrize(("driver", "loops"), [("chunks", True), ("python", False)])
 def test_the_python_driver_has_no_loops_or_conditionals(driver, loops):
-    hlo = lowered_text(driver)
+    hlo = lowered(driver).as_text()
     assert ("while" in hlo or "stablehlo.case" in hlo) == loops
 
 
@@ -260,6 +261,10 @@ def test_footprint_of_a_known_step():
     # params and the momentum trace (2 x 152 floats) plus the tracker's 5 scalars
     assert fp.state_bytes == 2 * 152 * 4 + 4 * 4 + 1
     assert fp.shared_bytes == X.nbytes + Y.nbytes
+    # the estimate bounds what the compiled program of 6 lanes really needs
+    compiled = lowered("python", loss, params, lanes=6).compile().memory_analysis()
+    assert compiled is not None and compiled.temp_size_in_bytes > 0
+    assert compiled.temp_size_in_bytes <= fp.step_bytes * 6
     # forward 16x16x8 + 16x8x3 multiply-adds; backward: the weight gradients of both
     # layers and the hidden layer's input gradient (the data needs none); 2 FLOPs each
     assert fp.flops == 2 * (2 * 16 * 16 * 8 + 3 * 16 * 8 * 3)

@@ -308,10 +308,22 @@ def test_strategies_agree(placement, driver, label):
 
 @pytest.mark.usefixtures("x64")
 def test_x64_learning_rates_keep_state_dtypes():
-    # float64 LRs/hyperparameters with float32 params: optimizer state stays float32.
-    r = run(grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
+    # float64 LRs/hyperparameters with float32 params: params, hyperparameters and the
+    # optimizer state stay float32 (a float64 state would be refused as a changed dtype).
+    seen = []
+
+    def recording_sgd(learning_rate, momentum, weight_decay):
+        seen.append((learning_rate.dtype, momentum.dtype, weight_decay.dtype))
+        return clrjax.pytorch_sgd(learning_rate, momentum, weight_decay)
+
+    grid = {"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]}
+    r = run(optimizer=recording_sgd, grid=grid)
     assert np.all(np.isfinite(r.losses[:, 0]))
-    w64 = run(params=jnp.zeros(D, jnp.float64), optimizer=optax.adam, grid={"b1": [0.9]})
+    assert set(seen) == {(jnp.dtype(jnp.float32),) * 3}
+    assert r.lrs.dtype == np.float64
+    seen.clear()
+    w64 = run(params=jnp.zeros(D, jnp.float64), optimizer=recording_sgd, grid=grid)
+    assert set(seen) == {(jnp.dtype(jnp.float64),) * 3}
     assert np.all(np.isfinite(w64.losses[:, 0]))
 
 
