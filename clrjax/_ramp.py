@@ -50,13 +50,14 @@ def lr_ramp(
 def check_lr_range(start_lr: Any, end_lr: Any) -> None:
     """Raises unless ``0 < start_lr < end_lr``, both normal numbers of JAX's float dtype."""
     finfo = np.finfo(num.float_dtype())
+    low, high = float(finfo.smallest_normal), float(finfo.max)
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
         if np.ndim(value) != 0:
             raise TypeError(f"{name} must be a scalar, got {value!r}")
         num.check_positive(name, value)
-        if not finfo.smallest_normal <= float(value) <= finfo.max:
+        if not low <= float(value) <= high:
             raise ValueError(
-                f"{name} must be between {finfo.smallest_normal:.3g} and {finfo.max:.3g} (the "
+                f"{name} must be between {low:.3g} and {high:.3g} (the "
                 f"range of {finfo.dtype}, the dtype the lanes compute in), got {value!r}"
             )
     if not float(start_lr) < float(end_lr):

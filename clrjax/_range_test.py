@@ -22,6 +22,7 @@ import optax
 
 from clrjax import _engine, _grid, _ramp
 from clrjax import _numerics as num
+from clrjax._engine import strategy
 from clrjax._engine.feeding import plan_batches, validation_batches
 from clrjax._engine.lane_step import SMOOTHINGS
 from clrjax._engine.runner import DRIVER_CHOICES, STRATEGIES
@@ -317,8 +318,13 @@ def run_range_test(
     max_memory: float | None,
 ) -> RangeTestResult:
     """Validates the options both range tests share, runs the lanes, builds the result."""
-    lrs = _ramp.lr_ramp(start_lr, end_lr, num_steps, ramp, ramp_convention)
+    num.check_count("num_steps", num_steps, minimum=2)
     num.check_count("batch_size", batch_size)
+    orders = (
+        len(set(lanes.seeds.tolist())) if shuffle == "per_seed" and lanes.seeds is not None else 1
+    )
+    check_host_memory(num_steps, lanes.num_lanes, orders * micro * batch_size)
+    lrs = _ramp.lr_ramp(start_lr, end_lr, num_steps, ramp, ramp_convention)
     num.check_count("val_every", val_every)
     num.check_choice("smoothing", smoothing, SMOOTHINGS)
     num.check_choice("strategy", strategy, STRATEGIES)
@@ -415,6 +421,23 @@ def run_range_test(
         result = _result(stop.output, lrs, lanes, evaluate)
         raise RangeTestInterrupted(result, stop.output.steps_run) from None
     return _result(out, lrs, lanes, evaluate)
+
+
+def check_host_memory(num_steps: int, num_lanes: int, indices_per_step: int) -> None:
+    """Raises ``MemoryError`` when the per-step host arrays would not fit in half the RAM.
+
+    Per step: the learning rate (float64 and a float32 copy), the batch indices
+    (int32) and every lane's loss, smoothed loss and divergence flag (on the
+    device and their host copies).
+    """
+    per_step = 12 + 4 * indices_per_step + 2 * 9 * num_lanes
+    need, budget = num_steps * per_step, strategy.host_memory_budget()
+    if need > budget:
+        raise MemoryError(
+            f"num_steps={num_steps} needs about {need / 2**30:.1f} GiB of host memory for its "
+            f"per-step arrays (batch indices, each lane's losses), more than half the available "
+            f"RAM ({budget / 2**30:.1f} GiB); run fewer steps (a range test needs a few hundred)"
+        )
 
 
 def _result(

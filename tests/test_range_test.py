@@ -665,3 +665,76 @@ def test_lr_grid_hits_start_and_end_exactly(ramp, start, end):
     assert isinstance(r.lrs, np.ndarray) and r.lrs.dtype == np.float64
     assert r.lrs[0] == float(np.float32(start) if ramp == "exp" else start)
     assert r.lrs[-1] == end
+
+
+# ------------------------------------------------------------- faults
+
+
+def test_a_stream_with_a_short_first_batch_trains_on_every_batch():
+    batches = [(X[i : i + 16], Y[i : i + 16]) for i in range(0, N, 16)]
+    reference = run(shuffle=False)
+    r = run(data=[(X[:5], Y[:5]), *batches])  # re-iterable: the short batch is dropped
+    np.testing.assert_allclose(r.losses, reference.losses, rtol=1e-6, equal_nan=True)
+    pulled = []
+
+    def endless():
+        yield X[:5], Y[:5]
+        while len(pulled) < 10_000:  # a hang becomes a failure
+            pulled.append(1)
+            yield batches[len(pulled) % 4]
+
+    r = run(data=endless(), num_steps=8)
+    assert np.all(np.isfinite(r.losses[0, :4])) and len(pulled) < 100
+
+
+@pytest.mark.parametrize("seeds", [[2**32], [-1], [0, 2**40]])
+def test_seeds_outside_uint32_are_refused(seeds):
+    with pytest.raises(ValueError, match=r"seeds must be in \[0, 2\*\*32\)"):
+        run(seeds=seeds, takes_rng=True, loss_fn=lambda w, b, k: mse(w, b))
+
+
+def test_a_state_whose_dtype_changes_is_refused():
+    def loss_fn(w, count, batch):
+        return mse(w, batch), count + 0.5  # an int32 counter turned float
+
+    with pytest.raises(TypeError, match=r"changed state.*int32\[\] to float32\[\]"):
+        run(loss_fn=loss_fn, state=jnp.int32(0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(end_lr=1e300), ValueError, "end_lr must be between"),
+        (dict(start_lr=1e-300), ValueError, "start_lr must be between"),
+        (dict(loss_fn=lambda w, b: {"loss": mse(w, b)}), ValueError, "a dict with keys"),
+        (dict(loss_fn=lambda w, b: None), ValueError, "got None"),
+        (dict(optimizer=lambda learning_rate: None), TypeError, "returned None"),
+        (dict(max_memory="1GB"), TypeError, "max_memory"),
+        (dict(compute_dtype="nonsense"), TypeError, "compute_dtype"),
+        (dict(val_data=(X[:, :2], Y)), ValueError, r"val_data\[0\] has per-example shape"),
+        (dict(val_data=(X[:0], Y[:0])), ValueError, "val_data must contain at least one"),
+        (dict(val_data=[]), ValueError, "val_data must contain at least one"),
+        (dict(num_steps=10**10), MemoryError, "num_steps=10000000000"),
+        (dict(max_memory=1e3, grid={"momentum": [0.1] * 16}), MemoryError, "max_memory"),
+    ],
+)
+def test_faults_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run(**kwargs)
+
+
+def test_the_program_cache_keeps_no_function_alive_for_long():
+    import gc
+    import weakref
+
+    from clrjax._engine import program
+
+    alive = []
+    for i in range(program.PROGRAM_CACHE_SIZE + 4):
+        loss_fn = lambda w, b, i=i: mse(w, b) + 0.0 * i  # a new function every call
+        alive.append(weakref.ref(loss_fn))
+        run(loss_fn=loss_fn, num_steps=3)
+        del loss_fn
+    gc.collect()
+    assert sum(ref() is not None for ref in alive) <= program.PROGRAM_CACHE_SIZE
+    assert alive[0]() is None

@@ -108,10 +108,10 @@ class BatchStream:
 
     Batches must share one structure and trailing shapes. Their leading size is
     the largest seen: smaller batches (an epoch's short last batch, or a short
-    first one) are skipped, and batches taken before a larger one arrived are
-    dropped, unless a chunk of the run already used them (then a larger batch is
-    an error). :data:`MAX_SKIPPED_BATCHES` skipped in a row is an error, so an
-    endless stream of odd batches cannot hang the run.
+    first one: two batches are read before the first is used) are skipped, and
+    a larger batch arriving after the run used smaller ones is an error.
+    :data:`MAX_SKIPPED_BATCHES` skipped in a row is an error, so an endless
+    stream of odd batches cannot hang the run.
     """
 
     def __init__(self, data: Any, name: str = "data"):
@@ -174,8 +174,16 @@ class BatchStream:
             f"size ({self._size}) and were skipped; pass batches of one size"
         )
 
+    def _prime(self) -> None:
+        """Reads two batches before the first is used, so a short first batch is dropped."""
+        if self._size is None:
+            for _ in range(2):
+                batch = self._pull()
+                self._buffer.append(batch)
+
     def take(self, n: int) -> Any:
         """The next ``n`` batches stacked on a new leading axis (NumPy)."""
+        self._prime()
         while len(self._buffer) < n:
             batch = self._pull()
             self._buffer.append(batch)
@@ -185,8 +193,10 @@ class BatchStream:
 
     def peek(self) -> Any:
         """The next batch, without consuming it."""
+        self._prime()
         while not self._buffer:
-            self._buffer.append(self._pull())
+            batch = self._pull()
+            self._buffer.append(batch)
         return self._buffer[0]
 
 

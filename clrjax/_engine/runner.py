@@ -23,14 +23,14 @@ from clrjax._engine.placement import (
     padded_lanes,
     shard,
 )
-from clrjax._engine.program import DRIVERS, ProgramSpec, _init_fn, get_program
+from clrjax._engine.program import DRIVERS, PROGRAM_CACHE_SIZE, ProgramSpec, _init_fn, get_program
 
 STRATEGIES = ("auto", "timed", *PLACEMENTS)
 DRIVER_CHOICES = ("auto", *DRIVERS)
 _DEFAULT_NUM_CHUNKS = 10
 _TIMED_ROUNDS = 3  # timed runs of the first chunk per candidate ("timed"; the fastest counts)
 # Per process, oldest evicted first (the keys hold the user's functions alive):
-_CACHE_SIZE = 32
+_CACHE_SIZE = PROGRAM_CACHE_SIZE
 _FOOTPRINTS: dict[Any, strategy.Footprint] = {}  # one traced step per configuration and shapes
 _TIMED: dict[Any, ProgramSpec] = {}  # "timed" choices
 

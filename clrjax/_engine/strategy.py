@@ -124,13 +124,18 @@ def memory_budget(max_memory: float | None) -> float:
     """Bytes the lanes may use on one device: ``max_memory``, else what it has free.
 
     Accelerators: 90% of the free memory of the first addressable device; CPU:
-    half the available RAM (``MemAvailable``); unknown: no limit.
+    half the available RAM (:func:`host_memory_budget`).
     """
     if max_memory is not None:
         return float(max_memory)
     stats = jax.local_devices()[0].memory_stats()
     if stats and "bytes_limit" in stats:
         return 0.9 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return host_memory_budget()
+
+
+def host_memory_budget() -> float:
+    """Half the available RAM (``MemAvailable``); unknown: no limit."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
