@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from clrjax import _suggest
+
 _HPARAM_PREFIX = "hparams/"
 
 
@@ -118,43 +120,73 @@ class RangeTestResult:
     ) -> np.ndarray:
         """Suggested learning rate per lane (NaN where none), via :func:`clrjax.suggest`.
 
+        Each lane's curve is read as fastai and torch-lr-finder would have
+        recorded it, which depends on why it ends (``diverged_at`` and the raw
+        loss there tell):
+
+        * never diverged: every step (up to a non-finite value, if any, as
+          with ``non_finite="stopped"``);
+        * stopped by the divergence threshold at step ``d``: steps ``0..d``;
+        * raw loss inf at step ``d``: the record is steps ``0..d``, the inf
+          included (both references record it, then stop);
+        * raw loss NaN (or -inf) at step ``d``: the record is every step, the
+          NaN ones included (neither reference stops on NaN; fastai then cuts
+          its trimmed record before the first NaN).
+
+        The record is then trimmed (``skip_start``, ``skip_end``) and cut
+        before its first non-finite value.
+
         Args:
           method: a name in ``clrjax.SUGGESTION_METHODS`` (e.g. ``"valley"``,
             ``"steepest"``, ``"minimum"``).
           smoothed: analyse the smoothed losses (as fastai and torch-lr-finder
             do) rather than the raw ones.
-          **kwargs: forwarded to :func:`clrjax.suggest`.
+          **kwargs: forwarded to :func:`clrjax.suggest` (``skip_start``,
+            ``skip_end``, method options); ``non_finite`` is decided per lane
+            as above and cannot be given.
 
         Returns:
           ``(lanes,)`` float array.
         """
-        from clrjax._suggest import suggest
+        if "non_finite" in kwargs:
+            raise TypeError(
+                "RangeTestResult.suggest takes no non_finite: it knows how each lane's curve ends"
+            )
+        lrs, curves = _suggest.check_curves(self.lrs, self.smoothed if smoothed else self.losses)
+        recorded = self._recorded_steps(curves)
+        return _suggest.suggest_recorded(lrs, curves, recorded, method, **kwargs)
 
-        losses = self.smoothed if smoothed else self.losses
-        return np.asarray(suggest(self.lrs, losses, method=method, **kwargs), dtype=float)
+    def _recorded_steps(self, curves: np.ndarray) -> np.ndarray:
+        """Per lane: how many steps fastai and torch-lr-finder would have recorded."""
+        lanes = np.arange(self.num_lanes)
+        diverged = self.diverged_at >= 0
+        step = np.where(diverged, self.diverged_at, 0)
+        at_step = self.losses[lanes, step]
+        # NaN > threshold * best is false: a NaN loss (or -inf) never stops them.
+        goes_on = diverged & (np.isnan(at_step) | (at_step == -np.inf))
+        stopped = np.where(diverged, step + 1, _suggest.first_non_finite(curves))
+        return np.where(goes_on, self.num_steps, stopped)
 
     def suggest_spread(
         self, method: str = "valley", *, smoothed: bool = True, **kwargs: Any
-    ) -> list[tuple[dict[str, float | int], Any]]:
+    ) -> list[tuple[dict[str, float | int], _suggest.SuggestionSpread]]:
         """Spread of the suggestions over seeds, for each configuration of the grid.
 
         Lanes that differ only in their ``"seed"`` are grouped, and each group
-        is summarised by :func:`clrjax.suggest_spread` (median, low and high
-        suggestion in log space, and how many seeds gave one). Without seeds
-        every lane is its own group.
+        is summarised like :func:`clrjax.suggest_spread` does (median, low and
+        high suggestion in log space, and how many seeds gave one), from the
+        lanes' :meth:`suggest` values. Without seeds every lane is its own group.
 
         Args:
           method: a name in ``clrjax.SUGGESTION_METHODS``.
           smoothed: analyse the smoothed losses rather than the raw ones.
-          **kwargs: forwarded to :func:`clrjax.suggest`.
+          **kwargs: forwarded to :meth:`suggest`.
 
         Returns:
           A list, in grid order, of ``(hparams without "seed",
           SuggestionSpread(median, low, high, count))``.
         """
-        from clrjax._suggest import suggest_spread
-
-        losses = self.smoothed if smoothed else self.losses
+        values = self.suggest(method, smoothed=smoothed, **kwargs)
         if "seed" not in self.hparams:
             groups = {(i,): [i] for i in range(self.num_lanes)}
         else:
@@ -165,7 +197,7 @@ class RangeTestResult:
         return [
             (
                 {k: v for k, v in self.lane_hparams(lanes[0]).items() if k != "seed"},
-                suggest_spread(self.lrs, losses[lanes], method, **kwargs),
+                _suggest.spread_of(values[lanes]),
             )
             for lanes in groups.values()
         ]
