@@ -363,7 +363,9 @@ def _array(
     """``value`` as a frozen array of a dtype kind in ``kinds`` and ``shape`` (None: any size)."""
     array = np.asarray(value)
     if array.dtype.kind not in kinds:
-        raise TypeError(f"{name} must be an array of {what}, got dtype {array.dtype}: {value!r}")
+        raise TypeError(
+            f"{name} must be an array of {what}, got dtype {array.dtype} (shape {array.shape})"
+        )
     if array.ndim != len(shape) or any(
         n not in (None, m) for n, m in zip(shape, array.shape, strict=True)
     ):
@@ -394,10 +396,10 @@ def _checked_fields(result: RangeTestResult) -> dict[str, Any]:
         if not isinstance(name, str):
             raise TypeError(f"hparams names must be strings, got {name!r}")
         hparams[name] = _array(f"hparams[{name!r}]", values, "biuf", "numbers", (lanes,))
-    grid_names = result.grid_names
-    if isinstance(grid_names, str) or not all(isinstance(n, str) for n in grid_names):
-        raise TypeError(f"grid_names must be a sequence of strings, got {grid_names!r}")
-    grid_names = tuple(grid_names)
+    given = result.grid_names
+    grid_names = () if isinstance(given, str) else tuple(given)
+    if isinstance(given, str) or not all(isinstance(n, str) for n in grid_names):
+        raise TypeError(f"grid_names must be a sequence of strings, got {given!r}")
     unknown = [n for n in grid_names if n not in hparams]
     if unknown or len(set(grid_names)) != len(grid_names):
         raise ValueError(

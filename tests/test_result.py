@@ -300,7 +300,7 @@ def _bad(**changes):
         ({"lrs": ["a"] * 40}, TypeError, "lrs must be an array of numbers"),
         ({"losses": np.ones((1, 2))}, ValueError, r"losses must have shape \(\?, 40\)"),
         ({"losses": np.ones((0, 40))}, ValueError, "at least one lane"),
-        ({"losses": np.full((4, 40), "1.0")}, TypeError, "losses must be an array of numbers"),
+        ({"losses": np.full((4, 40), "1.0")}, TypeError, r"numbers, got dtype <U3 \(shape"),
         ({"losses": [[1.0, None]]}, TypeError, "losses must be an array of numbers"),
         ({"smoothed": np.ones((4, 39))}, ValueError, r"smoothed must have shape \(4, 40\)"),
         ({"diverged_at": np.array([-1.0, 19, -1, -1])}, TypeError, "diverged_at must be an array"),
@@ -314,6 +314,7 @@ def _bad(**changes):
         ({"grid_names": ("weight_decay", "momentum")}, ValueError, "grid_names must be distinct"),
         ({"grid_names": ("seed", "seed")}, ValueError, "grid_names must be distinct"),
         ({"grid_names": "seed"}, TypeError, "grid_names must be a sequence of strings"),
+        ({"grid_names": ("seed", 1)}, TypeError, "grid_names must be a sequence of strings"),
         ({"val_losses": None}, ValueError, "val_steps and val_losses must be given together"),
         ({"val_steps": np.array([9, 19, 29, 40])}, ValueError, r"val_steps must be steps in"),
         ({"val_steps": np.array([9.0, 19, 29, 39])}, TypeError, "val_steps must be an array"),
@@ -324,3 +325,8 @@ def _bad(**changes):
 def test_construction_checks_the_fields(changes, error, match):
     with pytest.raises(error, match=match):
         clrjax.RangeTestResult(**_bad(**changes))
+
+
+def test_grid_names_may_be_any_iterable_of_names():
+    r = clrjax.RangeTestResult(**_bad(grid_names=(n for n in ("weight_decay", "seed"))))
+    assert r.grid_names == ("weight_decay", "seed")
