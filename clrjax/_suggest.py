@@ -17,9 +17,10 @@ The curve is analysed as given: nothing here smooths it. Both references
 analyse the exponentially smoothed loss they record, so pass the smoothed
 curve (``RangeTestResult.smoothed``) to get their numbers.
 
-A non-finite loss (NaN after a lane diverged) marks the end of a curve: each
-method reads only the finite prefix, as if the test had stopped there, which
-is what both references do when they detect divergence.
+A non-finite loss ends a curve. Both references trim the history they
+recorded, then (fastai) cut it before its first NaN; where a curve's record
+ends depends on why it turned non-finite: ``non_finite`` of :func:`suggest`
+says which it was, and ``RangeTestResult.suggest`` works it out per lane.
 """
 
 from __future__ import annotations
@@ -153,7 +154,17 @@ def _check_options(method: str, options: dict[str, Any]) -> None:
         _numerics.check_positive("adjust_value", options["adjust_value"])
 
 
-def _check_curves(lrs: ArrayLike, losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+NON_FINITE_CONVENTIONS: tuple[str, ...] = ("stopped", "recorded")
+
+
+def first_non_finite(losses: np.ndarray) -> np.ndarray:
+    """Per curve of ``(..., steps)`` losses: the first non-finite step, or ``steps``."""
+    bad = ~np.isfinite(losses)
+    end = np.ones((*bad.shape[:-1], 1), dtype=bool)  # a sentinel: "steps" when none is bad
+    return np.concatenate([bad, end], axis=-1).argmax(axis=-1)
+
+
+def check_curves(lrs: ArrayLike, losses: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     lrs = np.asarray(lrs, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     if lrs.ndim != 1:
@@ -177,14 +188,28 @@ def suggest(
     *,
     skip_start: int | None = None,
     skip_end: int = 5,
+    non_finite: str = "stopped",
     **options: Any,
 ) -> float | np.ndarray:
     r"""Suggests a learning rate from an LR range-test curve.
 
-    Each curve is first cut at its first non-finite loss (a diverged lane),
-    then trimmed to ``[skip_start : len(prefix) - skip_end]`` like the
-    reference implementations trim their recorded history; the method then
-    reads the remaining points :math:`(\eta_i, L_i)`, :math:`i = 0..n-1`:
+    Like the reference implementations, each curve's *record* (the losses the
+    test recorded, :math:`m` points) is trimmed to
+    ``[skip_start : m - skip_end]`` and then cut before its first non-finite
+    loss. ``non_finite`` says what the record of a curve holding a NaN/inf is:
+
+    * ``"stopped"`` (default): the test stopped before its first non-finite
+      value; what follows it is padding (clrjax's lanes after a divergence
+      threshold stopped them). The record is the finite prefix.
+    * ``"recorded"``: the non-finite values are losses the test recorded, as
+      fastai and torch-lr-finder do when the loss turns NaN (they keep going).
+      The record is the whole curve, so ``skip_end`` trims from its end before
+      the cut, as fastai's ``lr_find`` does. Also right for a reference's
+      history that ends with an inf (both stop after recording it).
+
+    :meth:`RangeTestResult.suggest` picks the right record for each lane from
+    why it diverged. The method then reads the remaining points
+    :math:`(\eta_i, L_i)`, :math:`i = 0..n-1`:
 
     * ``"valley"`` (fastai's default): :math:`r_i` is the length of the longest
       strictly decreasing subsequence of :math:`L` ending at :math:`i`;
@@ -210,14 +235,16 @@ def suggest(
 
     Args:
       lrs: learning rates, shape ``(steps,)``, finite, > 0, strictly increasing.
-      losses: losses, shape ``(steps,)`` or ``(lanes, steps)``; NaN (or any
-        non-finite value) ends a curve.
+      losses: losses, shape ``(steps,)`` or ``(lanes, steps)``; a non-finite
+        value ends a curve (see ``non_finite``).
       method: one of :data:`SUGGESTION_METHODS`.
       skip_start: points trimmed from the start; ``None`` uses the reference's
         default: ``len(lrs) // 10`` for fastai's methods (``num_it // 10`` in
         ``lr_find``), 10 for ``"steepest"``.
-      skip_end: points trimmed from the end of the finite prefix (both
-        references use 5).
+      skip_end: points trimmed from the end of the record (both references
+        use 5).
+      non_finite: ``"stopped"`` or ``"recorded"``: what a curve's non-finite
+        values are (above).
       **options: method options: ``fastai_compat=False`` (``"valley"``);
         ``lr_diff=15``, ``thresh=0.005``, ``adjust_value=1.0`` (``"slide"``).
 
@@ -227,8 +254,8 @@ def suggest(
       ``lr_diff + 1`` for ``"slide"``.
 
     Raises:
-      ValueError: unknown ``method``, bad shapes, ``lrs`` not positive or not
-        strictly increasing, negative skips.
+      ValueError: unknown ``method`` or ``non_finite``, bad shapes, ``lrs``
+        not positive or not strictly increasing, negative skips.
       TypeError: an option the method does not take.
 
     Examples:
@@ -243,40 +270,108 @@ def suggest(
       >>> print(f"{clrjax.suggest(lrs, losses, 'steep', skip_start=0):.2e}")
       2.37e-03
 
-      A lane that diverged after 10 steps keeps too few points after trimming:
+      A lane stopped after 10 steps keeps too few points after trimming:
 
-      >>> diverged = np.where(np.arange(41) < 10, losses, np.nan)
-      >>> print(clrjax.suggest(lrs, np.stack([losses, diverged]), "minimum"))
+      >>> stopped = np.where(np.arange(41) < 10, losses, np.nan)
+      >>> print(clrjax.suggest(lrs, np.stack([losses, stopped]), "minimum"))
       [0.00237137        nan]
+
+      NaN from step 30 on: as padding after a stop, the record is steps 0-29
+      and steps 4-24 remain; as recorded NaN losses (fastai's history when the
+      loss turned NaN), the last 5 of the 41 recorded steps go, then the NaN
+      ones, and steps 4-29 remain, which include the minimum at step 27:
+
+      >>> nan_at_30 = np.where(np.arange(41) < 30, losses, np.nan)
+      >>> print(f"{clrjax.suggest(lrs, nan_at_30, 'minimum'):.2e}")
+      1.00e-03
+      >>> print(f"{clrjax.suggest(lrs, nan_at_30, 'minimum', non_finite='recorded'):.2e}")
+      2.37e-03
+    """
+    _numerics.check_choice("non_finite", non_finite, NON_FINITE_CONVENTIONS)
+    lrs, losses = check_curves(lrs, losses)
+    rows = np.atleast_2d(losses)
+    if non_finite == "stopped":
+        recorded = first_non_finite(rows)
+    else:
+        recorded = np.full(rows.shape[0], lrs.shape[0])
+    values = suggest_recorded(
+        lrs, rows, recorded, method, skip_start=skip_start, skip_end=skip_end, **options
+    )
+    return float(values[0]) if losses.ndim == 1 else values
+
+
+def suggest_recorded(
+    lrs: np.ndarray,
+    losses: np.ndarray,
+    recorded: np.ndarray,
+    method: str,
+    *,
+    skip_start: int | None = None,
+    skip_end: int = 5,
+    **options: Any,
+) -> np.ndarray:
+    """:func:`suggest` on checked ``(lanes, steps)`` curves whose records are known.
+
+    ``recorded[i]`` is how many steps the test recorded for curve ``i``: its
+    record is ``losses[i, :recorded[i]]``, trimmed, then cut before its first
+    non-finite value. Returns a ``(lanes,)`` float64 array.
     """
     _numerics.check_choice("method", method, SUGGESTION_METHODS)
     _check_options(method, options)
     rule, default_skip_start = _METHODS[method]
-    lrs, losses = _check_curves(lrs, losses)
-    num_steps = lrs.shape[0]
-    start = default_skip_start(num_steps) if skip_start is None else skip_start
+    start = default_skip_start(lrs.shape[0]) if skip_start is None else skip_start
     start = _check_skip("skip_start", start)
     end = _check_skip("skip_end", skip_end)
 
-    def one_curve(curve: np.ndarray) -> float:
-        bad = np.flatnonzero(~np.isfinite(curve))
-        stop = (bad[0] if bad.size else num_steps) - end
+    def one_curve(curve: np.ndarray, length: int) -> float:
+        stop = start + int(first_non_finite(curve[start : max(length - end, start)]))
         if stop - start < _MIN_POINTS:
             return float("nan")
         return rule(lrs[start:stop], curve[start:stop], **options)
 
-    if losses.ndim == 1:
-        return one_curve(losses)
-    return np.array([one_curve(row) for row in losses], dtype=np.float64)
+    values = [one_curve(curve, length) for curve, length in zip(losses, recorded, strict=True)]
+    return np.array(values, dtype=np.float64)
 
 
 class SuggestionSpread(NamedTuple):
-    """Spread of per-lane suggestions (see :func:`suggest_spread`)."""
+    r"""How much one suggestion method's pick varies across curves (e.g. seeds).
+
+    Returned by :func:`suggest_spread` and, per grid configuration, by
+    ``RangeTestResult.suggest_spread``. Only curves that gave a suggestion
+    count; when none did, ``count`` is 0 and the three learning rates are NaN.
+
+    Attributes:
+      median: median suggestion in log space, :math:`\exp(\operatorname{median}
+        \log \eta_i)` (the geometric mean of the two middle values for an
+        even count).
+      low: smallest suggestion.
+      high: largest suggestion.
+      count: number of curves that gave a suggestion.
+
+    Examples:
+      >>> import clrjax
+      >>> spread = clrjax.suggest_spread([1e-3, 1e-2, 1e-1], [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]],
+      ...                                "minimum", skip_start=0, skip_end=0)
+      >>> spread
+      SuggestionSpread(median=0.001, low=0.0001, high=0.01, count=2)
+      >>> print(f"high/low: {spread.high / spread.low:g}")
+      high/low: 100
+    """
 
     median: float
     low: float
     high: float
     count: int
+
+
+def spread_of(values: np.ndarray) -> SuggestionSpread:
+    """The :class:`SuggestionSpread` of suggestions (NaN: none)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        nan = float("nan")
+        return SuggestionSpread(nan, nan, nan, 0)
+    median = float(np.exp(np.median(np.log(values))))
+    return SuggestionSpread(median, float(values.min()), float(values.max()), int(values.size))
 
 
 def suggest_spread(
@@ -294,7 +389,8 @@ def suggest_spread(
       lrs: learning rates, shape ``(steps,)``.
       losses: losses, shape ``(lanes, steps)`` (1-D is one lane).
       method: one of :data:`SUGGESTION_METHODS`.
-      **kwargs: passed to :func:`suggest`.
+      **kwargs: passed to :func:`suggest` (``skip_start``, ``skip_end``,
+        ``non_finite``, method options).
 
     Returns:
       ``SuggestionSpread(median, low, high, count)``; ``count`` is the number of
@@ -309,10 +405,4 @@ def suggest_spread(
       >>> print(spread.median, spread.low, spread.high, spread.count)
       0.001 0.0001 0.01 3
     """
-    values = np.atleast_1d(suggest(lrs, np.atleast_2d(losses), method, **kwargs))
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        nan = float("nan")
-        return SuggestionSpread(nan, nan, nan, 0)
-    median = float(np.exp(np.median(np.log(values))))
-    return SuggestionSpread(median, float(values.min()), float(values.max()), int(values.size))
+    return spread_of(np.atleast_1d(suggest(lrs, np.atleast_2d(losses), method, **kwargs)))

@@ -1,6 +1,9 @@
 """Golden curves from torch-lr-finder for tests/test_range_test.py (run by hand).
 
-    /work/torchenv/bin/python scripts/gen_range_test_goldens.py
+Run with a Python environment, outside the repository, that has torch and
+torch-lr-finder 0.2.2:
+
+    python scripts/gen_range_test_goldens.py
 
 A bias-free linear regression on 64 fixed examples, batches of 16 in order
 (DataLoader without shuffling; torch-lr-finder restarts it every epoch),

@@ -16,58 +16,161 @@ GOLDENS = json.loads((pathlib.Path(__file__).parent / "data" / "suggest_goldens.
 FASTAI_METHODS = ("valley", "steep", "minimum", "slide")
 
 
+def _kind(name):
+    end = GOLDENS[name]["end"]
+    return None if end is None else end["kind"]
+
+
 def _curve(name):
+    """The curve as a clrjax lane holds it: NaN after its end, inf at an inf end."""
     record = GOLDENS[name]
     losses = np.array([np.nan if v is None else v for v in record["losses"]])
+    if _kind(name) == "inf":
+        losses[record["end"]["step"]] = np.inf
     return np.array(record["lrs"]), losses
+
+
+def _result(name):
+    """A one-lane RangeTestResult holding the curve, as the range test would."""
+    lrs, losses = _curve(name)
+    end = GOLDENS[name]["end"]
+    return clrjax.RangeTestResult(
+        lrs=lrs,
+        losses=losses[None],
+        smoothed=losses[None],
+        diverged_at=np.array([-1 if end is None else end["step"]]),
+        hparams={},
+        grid_names=(),
+    )
 
 
 def _expected(value):
     return np.nan if value is None else value
 
 
-def _fastai_slice(lrs, losses):
-    """The points fastai's lr_find hands its suggestion functions."""
-    stop = np.flatnonzero(np.isnan(losses))
-    stop = stop[0] if stop.size else losses.shape[0]
-    return slice(lrs.shape[0] // 10, stop - 5)
+def _reference(name, method):
+    record = GOLDENS[name]
+    if method == "steepest":
+        return _expected(record["torch_lr_finder"]["steepest"])
+    return _expected(record["fastai"][method])
+
+
+def _options(method):
+    return {"fastai_compat": True} if method == "valley" else {}
+
+
+def _nan_in_steepest_window(name):
+    """torch-lr-finder's steepest on a record with NaN inside its trimmed window."""
+    return _kind(name) == "nan" and GOLDENS[name]["end"]["step"] < len(GOLDENS[name]["lrs"]) - 5
+
+
+def _fastai_points(name):
+    """The learning rates fastai's lr_find hands its suggestion functions."""
+    lrs, losses = _curve(name)
+    window = slice(lrs.shape[0] // 10, GOLDENS[name]["record_length"] - 5)
+    bad = np.flatnonzero(np.isnan(losses[window]))
+    return lrs[window][: bad[0] if bad.size else None]
+
+
+# (curve, method) pairs where clrjax gives the reference's number; the others are
+# torch-lr-finder's steepest on a NaN record: see test_steepest_on_a_nan_record.
+PARITY = [
+    (name, method)
+    for name in sorted(GOLDENS)
+    for method in clrjax.SUGGESTION_METHODS
+    if not (method == "steepest" and _nan_in_steepest_window(name))
+]
 
 
 def test_methods_listed():
     assert clrjax.SUGGESTION_METHODS == ("valley", "steep", "minimum", "slide", "steepest")
 
 
-@pytest.mark.parametrize("name", sorted(GOLDENS))
-def test_steepest_matches_torch_lr_finder(name):
-    lrs, losses = _curve(name)
-    expected = _expected(GOLDENS[name]["torch_lr_finder"]["steepest"])
-    np.testing.assert_equal(clrjax.suggest(lrs, losses, "steepest"), expected)
+@pytest.mark.parametrize(("name", "method"), PARITY)
+def test_result_suggest_matches_the_references(name, method):
+    # Each lane's record is worked out from how it ends (diverged_at, the raw loss there).
+    got = _result(name).suggest(method, **_options(method))
+    np.testing.assert_equal(got, [_reference(name, method)])
 
 
-@pytest.mark.parametrize("method", FASTAI_METHODS)
-@pytest.mark.parametrize("name", sorted(GOLDENS))
-def test_fastai_methods_match_fastai(name, method):
+@pytest.mark.parametrize(("name", "method"), PARITY)
+def test_bare_curves_match_the_references_with_the_right_convention(name, method):
     lrs, losses = _curve(name)
-    options = {"fastai_compat": True} if method == "valley" else {}
-    expected = _expected(GOLDENS[name]["fastai"][method])
-    np.testing.assert_equal(clrjax.suggest(lrs, losses, method, **options), expected)
+    kind = _kind(name)
+    if kind == "inf":  # the history as the references recorded it: up to the inf step
+        stop = GOLDENS[name]["record_length"]
+        skip = {"skip_start": lrs.shape[0] // 10} if method != "steepest" else {}
+        got = clrjax.suggest(
+            lrs[:stop], losses[:stop], method, non_finite="recorded", **skip, **_options(method)
+        )
+    else:
+        non_finite = "recorded" if kind == "nan" else "stopped"
+        got = clrjax.suggest(lrs, losses, method, non_finite=non_finite, **_options(method))
+    np.testing.assert_equal(got, _reference(name, method))
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(GOLDENS) if _nan_in_steepest_window(n)])
+def test_steepest_on_a_nan_record(name):
+    # torch-lr-finder keeps recording NaN, and np.argmin stops at the first NaN
+    # gradient: it suggests the last finite point. clrjax reads the finite part,
+    # [10 : min(d, steps - 5)], as fastai does for its own methods.
+    lrs, losses = _curve(name)
+    step = GOLDENS[name]["end"]["step"]
+    assert GOLDENS[name]["torch_lr_finder"]["steepest"] == lrs[step - 1]
+    expected = clrjax.suggest(lrs[:step], losses[:step], "steepest", skip_end=0)
+    assert _result(name).suggest("steepest") == [expected]
+    assert clrjax.suggest(lrs, losses, "steepest", non_finite="recorded") == expected
+
+
+def test_non_finite_conventions():
+    # NaN from step 60 on, as recorded losses: trim [10:95], then cut at 60.
+    lrs, losses = _curve("nan_tail")
+    recorded = clrjax.suggest(lrs, losses, "minimum", non_finite="recorded")
+    assert recorded == clrjax.suggest(lrs[:60], losses[:60], "minimum", skip_end=0, skip_start=10)
+    assert recorded == GOLDENS["nan_tail"]["fastai"]["minimum"]
+    # As padding after a stop: the record is steps 0-59, trimmed to [10:55].
+    stopped = clrjax.suggest(lrs, losses, "minimum")
+    assert stopped == clrjax.suggest(lrs[:55], losses[:55], "minimum", skip_end=0, skip_start=10)
+    assert stopped != recorded
+    with pytest.raises(ValueError, match="non_finite must be one of 'stopped', 'recorded'"):
+        clrjax.suggest(lrs, losses, non_finite="nan")
+
+
+def test_result_suggest_spread_uses_each_lanes_record():
+    lrs, nan_lane = _curve("nan_tail")
+    inf_lane = _curve("inf_end")[1]
+    curves = np.stack([nan_lane, inf_lane])
+    result = clrjax.RangeTestResult(
+        lrs=lrs,
+        losses=curves,
+        smoothed=curves,
+        diverged_at=np.array([60, 70]),
+        hparams={"seed": np.array([0, 1])},
+        grid_names=("seed",),
+    )
+    [(config, spread)] = result.suggest_spread("minimum")
+    expected = sorted(GOLDENS[n]["fastai"]["minimum"] for n in ("nan_tail", "inf_end"))
+    assert config == {} and (spread.low, spread.high, spread.count) == (*expected, 2)
+    with pytest.raises(TypeError, match="takes no non_finite"):
+        result.suggest("minimum", non_finite="recorded")
 
 
 def test_goldens_cover_the_cases():
     assert any(v is None for g in GOLDENS.values() for v in g["fastai"].values())
     assert GOLDENS["too_short"]["torch_lr_finder"]["steepest"] is None
     assert np.isnan(_curve("u_shape_diverged")[1]).any()
+    assert {_kind(n) for n in GOLDENS} == {None, "stopped", "nan", "inf"}
     bug = GOLDENS["valley_edge_bug"]
     assert bug["fastai_valley_index"] == bug["fastai_num_points"] - 1
+    for name in GOLDENS:
+        assert len(_fastai_points(name)) == GOLDENS[name]["fastai_num_points"]
 
 
 @pytest.mark.parametrize("name", sorted(GOLDENS))
 def test_fixed_valley_is_one_point_after_fastai_except_the_wrap(name):
-    lrs, losses = _curve(name)
-    trimmed = lrs[_fastai_slice(lrs, losses)]
     fastai_index = GOLDENS[name]["fastai_valley_index"]
     expected_index = 0 if name == "valley_edge_bug" else fastai_index + 1
-    assert clrjax.suggest(lrs, losses) == trimmed[expected_index]
+    assert _result(name).suggest() == [_fastai_points(name)[expected_index]]
 
 
 def test_valley_by_hand():
@@ -131,7 +234,7 @@ def test_minimum_is_a_tenth_of_the_argmin():
 @pytest.mark.parametrize("method", clrjax.SUGGESTION_METHODS)
 def test_rows_match_single_curves(method):
     lrs = _curve("u_shape")[0]
-    names = [n for n in sorted(GOLDENS) if np.array_equal(GOLDENS[n]["lrs"], lrs)]
+    names = [n for n in sorted(GOLDENS) if np.array_equal(GOLDENS[n]["lrs"], lrs) and not _kind(n)]
     curves = [_curve(n) for n in names]
     assert len(names) >= 5
     stacked = np.stack([c[1] for c in curves])
