@@ -17,16 +17,18 @@ from clrjax._optax_glue import scheduled
 from clrjax._pytorch_sgd import pytorch_sgd
 from clrjax._range_test import RangeTestInterrupted, range_test
 from clrjax._range_test_step import range_test_step
-from clrjax._result import RangeTestResult
-from clrjax._suggest import SUGGESTION_METHODS, suggest, suggest_spread
+from clrjax._result import BestLane, RangeTestResult
+from clrjax._suggest import SUGGESTION_METHODS, SuggestionSpread, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SUGGESTION_METHODS",
+    "BestLane",
     "RangeTestInterrupted",
     "RangeTestResult",
+    "SuggestionSpread",
     "__version__",
     "cosine_warm_restarts_schedule",
     "cyclic_momentum_schedule",
