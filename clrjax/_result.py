@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import types
-import zipfile
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from clrjax import _suggest
+from clrjax._npz import load_npz, save_npz
 
 _HPARAM_PREFIX = "hparams/"
 # Entries every file written by RangeTestResult.save has.
@@ -286,18 +285,7 @@ class RangeTestResult:
         if self.val_steps is not None:
             arrays["val_steps"] = self.val_steps
             arrays["val_losses"] = self.val_losses
-        target = os.path.realpath(path)  # through a symlink, as open(path, "w") would
-        temporary = f"{target}.{secrets.token_hex(4)}.tmp"
-        try:
-            with open(temporary, "xb") as f:
-                np.savez(f, allow_pickle=False, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        save_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
@@ -310,34 +298,15 @@ class RangeTestResult:
             is not a valid result.
           TypeError: an entry has the wrong type (e.g. string losses).
         """
-
-        def not_a_result(why: str) -> ValueError:
-            return ValueError(f"{os.fspath(path)!r} is not a RangeTestResult.save file: {why}")
-
-        with open(path, "rb") as file:  # closed here even when numpy gives up on it
-            try:
-                archive = np.load(file, allow_pickle=False)
-            except ValueError:  # neither .npy nor .npz: numpy would have unpickled it
-                raise not_a_result("not an .npz archive") from None
-            except (zipfile.BadZipFile, EOFError):
-                raise not_a_result("a damaged or empty file") from None
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise not_a_result("an .npy array, not an .npz archive")
-            with archive:
-                entries = {}
-                for name in archive.files:
-                    try:
-                        entries[name] = archive[name]
-                    except ValueError:  # a bad header, or object arrays (never unpickled)
-                        why = f"entry {name!r} is damaged or holds pickled objects"
-                        raise not_a_result(why) from None
-                    except (zipfile.BadZipFile, EOFError):
-                        raise not_a_result("a damaged or empty file") from None
+        entries = load_npz(path, "RangeTestResult.save")
         names = [str(k) for k in entries.get("hparam_names", ())]
         missing = [k for k in _SAVED_KEYS if k not in entries]
         missing += [_HPARAM_PREFIX + k for k in names if _HPARAM_PREFIX + k not in entries]
         if missing:
-            raise not_a_result(f"entries {missing} are missing")
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a RangeTestResult.save file: entries {missing} "
+                "are missing"
+            )
         return cls(
             lrs=entries["lrs"],
             losses=entries["losses"],
