@@ -265,13 +265,8 @@ class RangeTestResult:
 
         return plot_range_test(self, **kwargs)
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Saves to an ``.npz`` file (no pickle); :meth:`load` restores it exactly.
-
-        The file is written under a temporary name in the same directory, then
-        renamed to ``path``: a save that fails (a full disk, say) leaves a
-        previous file at ``path`` as it was.
-        """
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The result as named NumPy arrays (what :meth:`save` writes; no objects)."""
         arrays = {
             "lrs": self.lrs,
             "losses": self.losses,
@@ -285,7 +280,41 @@ class RangeTestResult:
         if self.val_steps is not None:
             arrays["val_steps"] = self.val_steps
             arrays["val_losses"] = self.val_losses
-        save_npz(path, arrays)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> RangeTestResult:
+        """The result :meth:`to_arrays` described.
+
+        Raises:
+          KeyError: entries are missing (the message lists them).
+          ValueError, TypeError: what they hold is not a valid result.
+        """
+        names = [str(k) for k in arrays.get("hparam_names", ())]
+        missing = [k for k in _SAVED_KEYS if k not in arrays]
+        missing += [_HPARAM_PREFIX + k for k in names if _HPARAM_PREFIX + k not in arrays]
+        if missing:
+            raise KeyError(f"entries {missing} are missing")
+        return cls(
+            lrs=arrays["lrs"],
+            losses=arrays["losses"],
+            smoothed=arrays["smoothed"],
+            diverged_at=arrays["diverged_at"],
+            hparams={k: arrays[_HPARAM_PREFIX + k] for k in names},
+            grid_names=tuple(str(k) for k in arrays["grid_names"]),
+            val_steps=arrays.get("val_steps"),
+            val_losses=arrays.get("val_losses"),
+            strategy=str(arrays["strategy"]),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Saves to an ``.npz`` file (no pickle); :meth:`load` restores it exactly.
+
+        The file is written under a temporary name in the same directory, then
+        renamed to ``path``: a save that fails (a full disk, say) leaves a
+        previous file at ``path`` as it was.
+        """
+        save_npz(path, self.to_arrays())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
@@ -298,26 +327,12 @@ class RangeTestResult:
             is not a valid result.
           TypeError: an entry has the wrong type (e.g. string losses).
         """
-        entries = load_npz(path, "RangeTestResult.save")
-        names = [str(k) for k in entries.get("hparam_names", ())]
-        missing = [k for k in _SAVED_KEYS if k not in entries]
-        missing += [_HPARAM_PREFIX + k for k in names if _HPARAM_PREFIX + k not in entries]
-        if missing:
+        try:
+            return cls.from_arrays(load_npz(path, "RangeTestResult.save"))
+        except KeyError as e:
             raise ValueError(
-                f"{os.fspath(path)!r} is not a RangeTestResult.save file: entries {missing} "
-                "are missing"
-            )
-        return cls(
-            lrs=entries["lrs"],
-            losses=entries["losses"],
-            smoothed=entries["smoothed"],
-            diverged_at=entries["diverged_at"],
-            hparams={k: entries[_HPARAM_PREFIX + k] for k in names},
-            grid_names=tuple(str(k) for k in entries["grid_names"]),
-            val_steps=entries.get("val_steps"),
-            val_losses=entries.get("val_losses"),
-            strategy=str(entries["strategy"]),
-        )
+                f"{os.fspath(path)!r} is not a RangeTestResult.save file: {e.args[0]}"
+            ) from None
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
