@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from clrjax import _numerics as num
@@ -23,6 +24,18 @@ _SCALE_MODES = ("cycle", "iterations")
 
 def _triangular2_scale(cycle: jax.Array) -> jax.Array:
     return 0.5 ** (cycle - 1.0)
+
+
+def _log_gamma(gamma: ArrayLike) -> jax.Array:
+    """``log(gamma)``: from float64 on the host for a concrete ``gamma``, so the
+    ``exp_range`` scale ``gamma**t`` is not skewed by rounding ``gamma`` to float32
+    (``0.99994**18000`` would be off by 4e-4 relative); finite for a traced ``gamma <= 0``."""
+    if num.is_concrete(gamma):
+        return num.as_float(np.log(np.asarray(gamma, dtype=np.float64)))
+    g = num.as_float(gamma)
+    positive = g > 0
+    # A very negative finite log gives gamma**0 == 1 and gamma**t == 0 after, without NaN.
+    return jnp.where(positive, jnp.log(jnp.where(positive, g, 1.0)), jnp.finfo(g.dtype).min)
 
 
 def _cycle_fraction(
@@ -38,12 +51,16 @@ def _cycle_fraction(
     The result is the fraction of the amplitude reached at ``step``; the LR and
     momentum schedules only differ in how they map it to a value.
     """
-    num.check_positive("step_size_up", step_size_up)
+    num.check_float("step_size_up", step_size_up, positive=True)
     if step_size_down is not None:
-        num.check_positive("step_size_down", step_size_down)
+        num.check_float("step_size_down", step_size_down, positive=True)
+    if num.is_concrete((step_size_up, step_size_down)):
+        up = np.asarray(step_size_up, dtype=np.float64)
+        down = up if step_size_down is None else np.asarray(step_size_down, dtype=np.float64)
+        num.check_float("step_size_up + step_size_down", (up + down).tolist())
     num.check_choice("mode", mode, _MODES)
     num.check_choice("scale_mode", scale_mode, _SCALE_MODES)
-    num.check_positive("gamma", gamma)
+    num.check_float("gamma", gamma, positive=True)
     if scale_fn is None and mode == "exp_range":
         # gamma > 1 grows the amplitude without bound (inf, then NaN, at large steps).
         num.check_at_most("gamma", gamma, 1.0)
@@ -57,23 +74,27 @@ def _cycle_fraction(
         elif mode == "triangular2":
             scale_fn, scale_mode = _triangular2_scale, "cycle"
         else:
-            scale_fn, scale_mode = (lambda it: num.as_float(gamma) ** it), "iterations"
+            scale_fn, scale_mode = (lambda it: jnp.exp(it * _log_gamma(gamma))), "iterations"
 
     def fraction(step: ArrayLike) -> jax.Array:
-        t = jnp.maximum(num.as_float(step), 0.0)
+        split = num.split_step(step)
         up = num.as_float(step_size_up)
         down = up if step_size_down is None else num.as_float(step_size_down)
         total = up + down
-        # Completed cycles and position inside the current one (x in [0, 1]).
-        done = jnp.floor(t / total)
-        x = jnp.clip(t - done * total, 0.0, total) / total
-        ratio = up / total
+        # A traced zero-length cycle (not rejected: it cannot be inspected) stays at base_lr.
+        has_length = total > 0
+        period = jnp.where(has_length, total, 1.0)
+        # Completed cycles and position inside the current one (x in [0, 1)),
+        # exact for integer steps that float32 cannot represent.
+        done, offset = num.cycle_position(split, period)
+        x = jnp.where(has_length, offset / period, 0.0)
+        ratio = num.safe_div(up, total, 1.0)
         rising = x <= ratio
         triangle = jnp.where(
             rising, num.safe_div(x, ratio, 1.0), num.safe_div(x - 1.0, ratio - 1.0, 1.0)
         )
-        scale_arg = done + 1.0 if scale_mode == "cycle" else t
-        return triangle * jnp.asarray(scale_fn(scale_arg), dtype=t.dtype)
+        scale_arg = done + 1.0 if scale_mode == "cycle" else split.value()
+        return triangle * jnp.asarray(scale_fn(scale_arg), dtype=x.dtype)
 
     return fraction
 
@@ -106,6 +127,16 @@ def cyclic_schedule(
     ``max_lr < base_lr`` is allowed (an inverted cycle), as in PyTorch. Steps
     below 0 are treated as 0.
 
+    Precision: the position in the cycle is exact for integer steps up to
+    ``2**48`` in float32 (the step is split into two exactly representable
+    parts and each is reduced modulo :math:`T` with ``fmod``), so step
+    ``2**40`` lands where it should, not where float32's rounding of it would.
+    For ``"exp_range"`` with a concrete ``gamma``, :math:`\gamma^t` is
+    computed as :math:`\exp(t \log\gamma)` with :math:`\log\gamma` taken
+    in float64, so rounding ``gamma`` to float32 does not skew it; a traced
+    ``gamma`` is used as rounded. A traced cycle of length 0 (not rejected:
+    it cannot be inspected) gives ``base_lr``.
+
     Args:
       base_lr: lower LR boundary, reached at the start of every cycle.
       max_lr: upper LR boundary, reached after ``step_size_up`` steps (when
@@ -128,16 +159,22 @@ def cyclic_schedule(
 
     Raises:
       ValueError: for an unknown ``mode`` / ``scale_mode``, non-positive step
-        sizes or ``gamma``, or a ``scale_fn`` that is not callable.
+        sizes or ``gamma``, a ``scale_fn`` that is not callable, or a concrete
+        value that the float dtype cannot hold (overflow, or a step size or
+        ``gamma`` below its smallest normal number).
 
     Examples:
       >>> import clrjax
       >>> sched = clrjax.cyclic_schedule(0.1, 1.0, step_size_up=2, step_size_down=4)
       >>> print([round(float(sched(t)), 3) for t in range(7)])
       [0.1, 0.55, 1.0, 0.775, 0.55, 0.325, 0.1]
+
+    References:
+      Smith, `Cyclical Learning Rates for Training Neural Networks
+      <https://arxiv.org/abs/1506.01186>`_, 2017
     """
-    num.check_number("base_lr", base_lr)
-    num.check_number("max_lr", max_lr)
+    num.check_float("base_lr", base_lr)
+    num.check_float("max_lr", max_lr)
     fraction = _cycle_fraction(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
 
     def schedule(step: ArrayLike) -> jax.Array:
@@ -160,6 +197,10 @@ def triangular_schedule(
       >>> sched = clrjax.triangular_schedule(0.0, 1.0, step_size_up=2)
       >>> print([float(sched(t)) for t in range(6)])
       [0.0, 0.5, 1.0, 0.5, 0.0, 0.5]
+
+    References:
+      Smith, `Cyclical Learning Rates for Training Neural Networks
+      <https://arxiv.org/abs/1506.01186>`_, 2017
     """
     return cyclic_schedule(base_lr, max_lr, step_size_up, step_size_down, mode="triangular")
 
@@ -177,6 +218,10 @@ def triangular2_schedule(
       >>> sched = clrjax.triangular2_schedule(0.0, 1.0, step_size_up=1)
       >>> print([float(sched(t)) for t in range(6)])
       [0.0, 1.0, 0.0, 0.5, 0.0, 0.25]
+
+    References:
+      Smith, `Cyclical Learning Rates for Training Neural Networks
+      <https://arxiv.org/abs/1506.01186>`_, 2017
     """
     return cyclic_schedule(base_lr, max_lr, step_size_up, step_size_down, mode="triangular2")
 
@@ -195,6 +240,10 @@ def exp_range_schedule(
       >>> sched = clrjax.exp_range_schedule(0.0, 1.0, step_size_up=1, gamma=0.5)
       >>> print([float(sched(t)) for t in range(4)])
       [0.0, 0.5, 0.0, 0.125]
+
+    References:
+      Smith, `Cyclical Learning Rates for Training Neural Networks
+      <https://arxiv.org/abs/1506.01186>`_, 2017
     """
     return cyclic_schedule(
         base_lr, max_lr, step_size_up, step_size_down, mode="exp_range", gamma=gamma
@@ -244,9 +293,14 @@ def cyclic_momentum_schedule(
       >>> sched = clrjax.cyclic_momentum_schedule(0.8, 0.9, step_size_up=2)
       >>> print([round(float(sched(t)), 3) for t in range(5)])
       [0.9, 0.85, 0.8, 0.85, 0.9]
+
+    References:
+      Smith, `A disciplined approach to neural network hyper-parameters: Part 1
+      -- learning rate, batch size, momentum, and weight decay
+      <https://arxiv.org/abs/1803.09820>`_, 2018
     """
-    num.check_number("base_momentum", base_momentum)
-    num.check_number("max_momentum", max_momentum)
+    num.check_float("base_momentum", base_momentum)
+    num.check_float("max_momentum", max_momentum)
     fraction = _cycle_fraction(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
 
     def schedule(step: ArrayLike) -> jax.Array:

@@ -4,7 +4,9 @@ Two rules hold throughout clrjax and live here:
 
 * Schedules compute in the floating dtype JAX gives Python floats
   (``float32``, or ``float64`` under ``jax_enable_x64``); :func:`as_float`
-  converts steps and arguments once, without overflowing large integers.
+  converts steps and arguments once, without overflowing large integers, and
+  :func:`split_step` with :func:`cycle_position` keeps the position of an
+  integer step inside a cycle exact where the float dtype cannot hold the step.
 * Validation never branches on traced values. The ``check_*`` helpers raise an
   informative ``ValueError`` for *concrete* bad values (Python numbers, NumPy
   and committed JAX arrays) and silently accept tracers, so every numeric
@@ -14,7 +16,7 @@ Two rules hold throughout clrjax and live here:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +49,104 @@ def as_float(x: jax.typing.ArrayLike) -> jax.Array:
     if isinstance(x, (int, float, np.number, np.ndarray, np.bool_)):
         return jnp.asarray(np.asarray(x, dtype=dtype))
     return jnp.asarray(x).astype(dtype)
+
+
+# Integer steps are split into a multiple of 2**24 and a remainder below 2**24:
+# both parts are exact in float32 for steps below 2**48.
+_SPLIT = 2**24
+
+
+class SplitStep(NamedTuple):
+    """A step ``whole + part`` held as two floats that add up to it exactly.
+
+    ``whole`` is a multiple of ``2**24`` and ``0 <= part < 2**24`` for integer
+    steps (exact in float32 below ``2**48``); a float step is ``whole`` with
+    ``part == 0``.
+    """
+
+    whole: jax.Array
+    part: jax.Array
+
+    def value(self) -> jax.Array:
+        """The step as one float (rounded to the float dtype)."""
+        return self.whole + self.part
+
+
+def split_step(step: jax.typing.ArrayLike) -> SplitStep:
+    """Clamps ``step`` to ``>= 0`` and splits it into a :class:`SplitStep`.
+
+    Python and NumPy steps are split on the host (NumPy float64 steps too, so
+    ``np.float64(2**31 + 3)`` stays exact); JAX integer arrays and tracers are
+    split with integer operations, so an ``int32`` optimizer count is exact up
+    to ``2**31 - 1``.
+
+    Args:
+      step: a scalar or array of steps (Python number, NumPy value, JAX array
+        or tracer).
+
+    Returns:
+      The two parts, each a JAX array of dtype :func:`float_dtype`.
+
+    Examples:
+      >>> import clrjax._numerics as num
+      >>> s = num.split_step(2**31 + 3)
+      >>> print(int(s.whole), int(s.part), float(s.value()) == 2**31 + 3)
+      2147483648 3 False
+    """
+    dtype = float_dtype()
+    if isinstance(step, int) and abs(step) >= 2**63:
+        step = float(step)  # beyond int64: a float step
+    if isinstance(step, (int, float, np.number, np.ndarray, np.bool_)):
+        host = np.asarray(step)
+        if not np.issubdtype(host.dtype, np.integer):
+            host = host.astype(np.float64)
+        host = np.maximum(host, 0)
+        part = host % _SPLIT
+        return SplitStep(jnp.asarray((host - part).astype(dtype)), jnp.asarray(part.astype(dtype)))
+    x = jnp.asarray(step)
+    if jnp.issubdtype(x.dtype, jnp.integer):
+        if x.dtype.itemsize < 4:
+            x = x.astype(jnp.int32)
+        x = jnp.maximum(x, 0)
+        part = x % _SPLIT
+        return SplitStep((x - part).astype(dtype), part.astype(dtype))
+    x = jnp.maximum(x.astype(dtype), 0.0)
+    return SplitStep(x, jnp.zeros_like(x))
+
+
+def cycle_position(step: SplitStep, period: jax.typing.ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(cycles, offset)`` with ``step = cycles * period + offset``.
+
+    ``offset`` (in ``[0, period)``) is the exact remainder of each part
+    (``fmod`` is exact), so a cycle boundary lands exactly on its step even
+    where the float dtype cannot represent the step itself; ``cycles`` is the
+    number of completed cycles, rounded to the float dtype.
+
+    Args:
+      step: the step, from :func:`split_step`.
+      period: the cycle length; must be > 0 (guard it with ``jnp.where``).
+
+    Returns:
+      The completed cycles and the offset into the current cycle.
+
+    Examples:
+      >>> import clrjax._numerics as num
+      >>> cycles, offset = num.cycle_position(num.split_step(2**31 + 3), 4000.0)
+      >>> print(int(offset), (2**31 + 3) % 4000)
+      3651 3651
+    """
+    period = jnp.asarray(period)
+    whole_offset = jnp.fmod(step.whole, period)
+    part_offset = jnp.fmod(step.part, period)
+    offset = whole_offset + part_offset
+    wrapped = offset >= period
+    offset = jnp.where(wrapped, offset - period, offset)
+    cycles = (
+        jnp.round((step.whole - whole_offset) / period)
+        + jnp.round((step.part - part_offset) / period)
+        + wrapped
+    )
+    return cycles, offset
 
 
 def safe_div(
@@ -115,6 +215,33 @@ def check_non_negative(name: str, value: Any) -> None:
     arr = _concrete_values(value)
     if arr is not None and not np.all(arr >= 0):
         raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def check_float(name: str, value: Any, *, positive: bool = False) -> None:
+    """:func:`check_number` (or :func:`check_positive`) for a value used in :func:`float_dtype`.
+
+    A concrete value must also survive the conversion: ``ValueError`` if it
+    overflows the dtype (``1e39`` in float32) or, with ``positive``, if it lies
+    below the dtype's smallest normal number (XLA flushes such values to 0, so
+    a divisor of ``1e-40`` would divide by zero in float32).
+    """
+    if positive:
+        check_positive(name, value)
+    else:
+        check_number(name, value)
+    arr = _concrete_values(value)
+    if arr is None:
+        return
+    dtype = float_dtype()
+    info = np.finfo(dtype)
+    if not np.all(np.abs(arr) <= info.max):
+        raise ValueError(
+            f"{name} must be at most {info.max:.4g} in magnitude ({dtype.name}), got {value!r}"
+        )
+    if positive and not np.all(arr >= info.tiny):
+        raise ValueError(
+            f"{name} must be >= {info.tiny:.4g} (the smallest normal {dtype.name}), got {value!r}"
+        )
 
 
 def check_at_most(name: str, value: Any, high: float) -> None:

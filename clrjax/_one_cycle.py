@@ -1,4 +1,4 @@
-"""The 1cycle policy (Smith & Topin, 2017) in PyTorch's, fastai's and optax's conventions.
+"""The 1cycle policy (Smith & Topin, 2019) in PyTorch's, fastai's and optax's conventions.
 
 One cycle is a few annealing phases laid end to end: the LR warms up from
 ``max_lr / div_factor`` to ``max_lr``, then anneals to a tiny final value
@@ -19,7 +19,7 @@ convention    pct_start  final_div_factor  phase ends (steps)          final val
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,10 +73,19 @@ def _check_common(
     num.check_choice("anneal_strategy", anneal_strategy, _ANNEAL_STRATEGIES)
     if not isinstance(three_phase, bool):
         raise ValueError(f"three_phase must be a bool, got {three_phase!r}")
-    num.check_positive("total_steps", total_steps)
+    num.check_float("total_steps", total_steps, positive=True)
     if pct_start is not None:
         num.check_open_interval("pct_start", pct_start, 0.0, 1.0)
     return _CONVENTIONS[convention]
+
+
+def _phase_ends(
+    pct: ArrayLike, n: ArrayLike, conv: _Convention, three_phase: bool, xp: Any
+) -> list[Any]:
+    """The convention's phase ends for ``pct`` and ``n`` (total steps); ``xp`` is NumPy or jnp."""
+    warm = xp.floor(pct * n) if conv.floor else pct * n
+    ends = [warm, 2.0 * warm, n] if three_phase else [warm, n]
+    return [e + conv.offset * (i + 1) for i, e in enumerate(ends[:-1])] + [n + conv.offset]
 
 
 def _phase_schedule(
@@ -95,29 +104,26 @@ def _phase_schedule(
     value (no 0/0, finite gradients).
     """
     pct = conv.pct_start if pct_start is None else pct_start
-    # optax rounds int(pct_start * total_steps) in Python float64; do the same
-    # when both are known, so float32 schedules agree on products such as 0.29 * 100.
-    host_floor = conv.floor and num.is_concrete((pct, total_steps))
-    if host_floor:
-        warm_steps = np.floor(np.float64(pct) * np.float64(total_steps))
+    # When pct_start and total_steps are known, the ends are computed in float64
+    # on the host, as PyTorch, fastai and optax do in Python floats, and only then
+    # rounded: in float32, (0.5 + 1e-9) * 2 - 1 would be 0 instead of 2e-9, and
+    # floor(0.29 * 100) 29 instead of 28.
+    host_ends = None
+    if num.is_concrete((pct, total_steps)):
+        pct64, n64 = (np.asarray(x, dtype=np.float64) for x in (pct, total_steps))
+        host_ends = _phase_ends(pct64, n64, conv, three_phase, np)
 
     def schedule(step: ArrayLike) -> jax.Array:
-        n = num.as_float(total_steps)
-        if host_floor:
-            warm = num.as_float(warm_steps)
-        elif conv.floor:
-            warm = jnp.floor(num.as_float(pct) * n)
+        if host_ends is None:
+            ends = _phase_ends(num.as_float(pct), num.as_float(total_steps), conv, three_phase, jnp)
         else:
-            warm = num.as_float(pct) * n
-        ends = [warm, 2.0 * warm, n] if three_phase else [warm, n]
-        ends = [e + conv.offset * (i + 1) for i, e in enumerate(ends[:-1])]
-        ends.append(n + conv.offset)
+            ends = [num.as_float(e) for e in host_ends]
         vals = values()
 
         t = jnp.clip(num.as_float(step), 0.0, ends[-1])
         # Walk the phases backwards so the first phase whose end is not yet
         # passed wins; the last phase takes every later step.
-        starts = [jnp.zeros_like(n), *ends[:-1]]
+        starts = [jnp.zeros_like(ends[-1]), *ends[:-1]]
         out = None
         for i in reversed(range(len(ends))):
             q = num.safe_div(t - starts[i], ends[i] - starts[i], 1.0)
@@ -172,7 +178,11 @@ def one_cycle_schedule(
     after the end (PyTorch raises past ``total_steps`` and extrapolates the
     last phase at step ``total_steps``). Phases of zero length (e.g. PyTorch
     with ``pct_start * total_steps == 1``, where ``OneCycleLR`` divides by
-    zero) take their end value.
+    zero) take their end value. When ``pct_start`` and ``total_steps`` are
+    concrete, the phase ends are computed in float64 (as the three libraries
+    do in Python floats) and only then rounded to the schedule's dtype, so
+    ``pct_start=0.5 + 1e-9, total_steps=2`` keeps a warm-up phase of
+    ``2e-9`` steps in float32, as in PyTorch.
 
     Args:
       total_steps: number of steps in the cycle, ``N`` (> 0).
@@ -194,25 +204,44 @@ def one_cycle_schedule(
     Raises:
       ValueError: for an unknown ``anneal_strategy`` / ``convention``, a
         non-bool ``three_phase``, or concrete non-positive ``total_steps``,
-        ``div_factor`` / ``final_div_factor`` or ``pct_start`` outside (0, 1).
+        ``div_factor`` / ``final_div_factor`` or ``pct_start`` outside (0, 1);
+        for concrete values the float dtype cannot hold: ``total_steps`` or
+        an argument that overflows, a div factor below the smallest normal
+        number (``1e-40`` in float32), or an initial or final LR that
+        overflows.
 
     Examples:
       >>> import clrjax
       >>> sched = clrjax.one_cycle_schedule(5, 1.0, pct_start=0.4, anneal_strategy="linear")
       >>> print([round(float(sched(t)), 4) for t in range(6)])
       [0.04, 1.0, 0.6667, 0.3333, 0.0, 0.0]
+
+    References:
+      Smith & Topin, `Super-Convergence: Very Fast Training of Neural Networks
+      Using Large Learning Rates <https://arxiv.org/abs/1708.07120>`_, 2019
+
+      Smith, `A disciplined approach to neural network hyper-parameters: Part 1
+      -- learning rate, batch size, momentum, and weight decay
+      <https://arxiv.org/abs/1803.09820>`_, 2018
     """
     conv = _check_common(total_steps, pct_start, anneal_strategy, three_phase, convention)
-    num.check_number("max_lr", max_lr)
-    num.check_positive("div_factor", div_factor)
-    if final_div_factor is not None:
-        num.check_positive("final_div_factor", final_div_factor)
+    num.check_float("max_lr", max_lr)
+    num.check_float("div_factor", div_factor, positive=True)
+    final_div_factor = conv.final_div if final_div_factor is None else final_div_factor
+    num.check_float("final_div_factor", final_div_factor, positive=True)
+    if num.is_concrete((max_lr, div_factor, final_div_factor)):
+        # The initial and final LRs must fit the float dtype too.
+        peak = np.asarray(max_lr, dtype=np.float64)
+        initial = peak / np.asarray(div_factor, dtype=np.float64)
+        num.check_float("max_lr / div_factor", initial.tolist())
+        name, base = ("initial LR", initial) if conv.final_of_initial else ("max_lr", peak)
+        final = base / np.asarray(final_div_factor, dtype=np.float64)
+        num.check_float(f"{name} / final_div_factor", final.tolist())
 
     def values() -> list[jax.Array]:
         peak = num.as_float(max_lr)
         initial = peak / num.as_float(div_factor)
-        final_div = num.as_float(conv.final_div if final_div_factor is None else final_div_factor)
-        final = (initial if conv.final_of_initial else peak) / final_div
+        final = (initial if conv.final_of_initial else peak) / num.as_float(final_div_factor)
         return [initial, peak, initial, final] if three_phase else [initial, peak, final]
 
     return _phase_schedule(total_steps, pct_start, anneal_strategy, three_phase, conv, values)
@@ -255,10 +284,15 @@ def one_cycle_momentum_schedule(
       >>> sched = clrjax.one_cycle_momentum_schedule(5, pct_start=0.4, anneal_strategy="linear")
       >>> print([round(float(sched(t)), 4) for t in range(5)])
       [0.95, 0.85, 0.8833, 0.9167, 0.95]
+
+    References:
+      Smith, `A disciplined approach to neural network hyper-parameters: Part 1
+      -- learning rate, batch size, momentum, and weight decay
+      <https://arxiv.org/abs/1803.09820>`_, 2018
     """
     conv = _check_common(total_steps, pct_start, anneal_strategy, three_phase, convention)
-    num.check_number("base_momentum", base_momentum)
-    num.check_number("max_momentum", max_momentum)
+    num.check_float("base_momentum", base_momentum)
+    num.check_float("max_momentum", max_momentum)
 
     def values() -> list[jax.Array]:
         high, low = num.as_float(max_momentum), num.as_float(base_momentum)

@@ -88,10 +88,11 @@ def scheduled(
     * a **numeric constant** (Python ``int``/``float``, NumPy scalar or array, JAX array,
       including a tracer, e.g. under ``jax.vmap``): stored in the state, where
       it can be read or overwritten between steps;
-    * **static** otherwise: booleans (``nesterov``), ``None``, strings, dtypes
+    * **static** otherwise: booleans (``nesterov``), ``None``, dtypes
       (``accumulator_dtype=jnp.float32``), the ``mask`` argument of optax's
-      weight-decay optimizers, and every name listed in ``static_args``. Static
-      arguments are baked into the compiled step.
+      weight-decay optimizers, strings for parameters whose default is a string
+      (``optax.polyak_sgd(variant="sps")``), and every name listed in
+      ``static_args``. Static arguments are baked into the compiled step.
 
     The returned transformation is built on :func:`optax.inject_hyperparams`; its
     state is an ``optax.InjectStatefulHyperparamsState`` whose ``hyperparams``
@@ -137,7 +138,9 @@ def scheduled(
     Raises:
       TypeError: if ``optimizer_factory`` is not callable, a name is not one of
         its keyword-accepting parameters (the message lists those), a required
-        parameter is missing, or a numeric constant is not a number.
+        parameter is missing, a numeric constant is not a number, or a string is
+        given for a parameter whose default is not a string (e.g.
+        ``learning_rate="0.1"``) and that is not named in ``static_args``.
       ValueError: if a numeric constant is NaN or infinite.
 
     Examples:
@@ -194,6 +197,17 @@ def scheduled(
     for name, value in hyperparams.items():
         if _is_numeric_constant(value):
             _numerics.check_number(name, value)
+        elif (
+            isinstance(value, (str, bytes))
+            and name not in static_args
+            and not isinstance(signature.parameters[name].default, (str, bytes))
+        ):
+            # e.g. learning_rate="0.1", which would only fail at the first update.
+            raise TypeError(
+                f"{name} must be a number, an array or a schedule, got {value!r} (a string "
+                f"is passed only where {factory_name}() has a string default, or with "
+                "static_args)"
+            )
     # inject_hyperparams would treat NumPy scalars such as np.float32(0.1) as static.
     hyperparams = {
         name: np.asarray(value) if isinstance(value, np.number) else value

@@ -1,8 +1,10 @@
 """Writes tests/data/schedule_goldens.json from PyTorch's LR schedulers.
 
-Run by hand with the torch environment (never needed by the tests):
+Run by hand (never needed by the tests) in an environment with the pinned
+PyTorch, e.g. the project's ``bench`` extra (``torch==2.13.0``)::
 
-    /work/torchenv/bin/python scripts/gen_schedule_goldens.py
+    pip install -e ".[bench]"
+    python scripts/gen_schedule_goldens.py
 
 Each entry records the learning rate (and, for CyclicLR and OneCycleLR, the
 momentum the scheduler writes into the optimizer) after ``t`` calls of
@@ -46,6 +48,11 @@ CYCLIC = [
     dict(base_lr=1e-4, max_lr=1e-2, step_size_up=2000, step_size_down=1500, mode="triangular2"),
 ]
 
+# Recorded up to step 30,000: gamma**t at large t is sensitive to how gamma is rounded.
+LONG_CYCLIC = [
+    dict(base_lr=0.001, max_lr=0.006, step_size_up=2000, mode="exp_range", gamma=0.99994),
+]
+
 ONE_CYCLE = [
     dict(total_steps=100, max_lr=1.0),
     dict(total_steps=100, max_lr=0.1, pct_start=0.25, anneal_strategy="linear"),
@@ -73,6 +80,7 @@ WARM_RESTARTS = [
     dict(base_lr=1.0, t_0=1, t_mult=2, eta_min=0.001),
     dict(base_lr=0.5, t_0=2, t_mult=3, eta_min=0.05),
     dict(base_lr=0.05, t_0=10, t_mult=2),
+    dict(base_lr=0.05, t_0=10, t_mult=4, eta_min=1e-10),  # PyTorch's own test with T_mult=4
 ]
 
 
@@ -111,12 +119,15 @@ def _record(scheduler, optimizer, steps: list[int], momentum: bool) -> dict:
     return out
 
 
-def cyclic(kwargs: dict) -> dict:
+def cyclic(kwargs: dict, last: int | None = None) -> dict:
+    """Records CyclicLR up to step ``last`` (default: three cycles and a bit)."""
     args = dict(kwargs)
     name = args.pop("scale_fn", None)
     up = args["step_size_up"]
     down = args.get("step_size_down") or up
     total = up + down
+    if last is None:
+        last = max(40, 3 * total + 3)
     opt = _optimizer()
     sched = lr_scheduler.CyclicLR(
         opt,
@@ -125,8 +136,8 @@ def cyclic(kwargs: dict) -> dict:
         max_momentum=0.9,
         **args,
     )
-    bounds = [k * total + d for k in range(1, 4) for d in (0, up)]
-    rec = _record(sched, opt, _steps(max(40, 3 * total + 3), bounds), momentum=True)
+    bounds = [k * total + d for k in range(1, last // total + 1) for d in (0, up)]
+    rec = _record(sched, opt, _steps(last, bounds), momentum=True)
     return {"kwargs": kwargs, **rec}
 
 
@@ -158,7 +169,7 @@ def main() -> None:
         data = {
             "torch_version": torch.__version__,
             "scale_fns": {"inverse_linear": "1 / (1 + 0.1 * x)"},
-            "cyclic": [cyclic(k) for k in CYCLIC],
+            "cyclic": [cyclic(k) for k in CYCLIC] + [cyclic(k, 30_000) for k in LONG_CYCLIC],
             "one_cycle": [one_cycle(k) for k in ONE_CYCLE],
             "warm_restarts": [warm_restarts(k) for k in WARM_RESTARTS],
         }

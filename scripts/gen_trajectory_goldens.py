@@ -10,9 +10,11 @@ learning rate and momentum used by every update and the parameters after it.
 
 tests/test_optax_glue.py replays the runs with ``clrjax.scheduled(optax.sgd, ...)``.
 
-Run by hand (needs torch)::
+Run by hand (never needed by the tests) in an environment with the pinned
+PyTorch, e.g. the project's ``bench`` extra (``torch==2.13.0``)::
 
-    /work/torchenv/bin/python scripts/gen_trajectory_goldens.py
+    pip install -e ".[bench]"
+    python scripts/gen_trajectory_goldens.py
 """
 
 import json

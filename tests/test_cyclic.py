@@ -122,6 +122,11 @@ def test_inverted_cycle_allowed():
         (dict(mode="exp_range", gamma=1.01), "gamma must be <= 1.0, got 1.01"),
         (dict(scale_fn="cycle"), "scale_fn must be callable"),
         (dict(max_lr=float("inf")), "max_lr must be finite"),
+        # Finite in float64, but not in the float32 the schedule computes in.
+        (dict(max_lr=1e39), r"max_lr must be at most 3.403e\+38 in magnitude \(float32\)"),
+        (dict(step_size_up=1e-40), "step_size_up must be >= 1.175e-38"),
+        (dict(step_size_up=3e38), "step_size_up \\+ step_size_down must be at most"),
+        (dict(gamma=1e-40), "gamma must be >= 1.175e-38"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):
@@ -133,6 +138,16 @@ def test_rejects_bad_arguments(kwargs, match):
     if full:
         with pytest.raises(ValueError, match=match):
             clrjax.cyclic_momentum_schedule(**full)
+
+
+def test_rejects_momentum_float32_cannot_hold():
+    with pytest.raises(ValueError, match="base_momentum must be at most"):
+        clrjax.cyclic_momentum_schedule(base_momentum=-1e39)
+
+
+def test_float32_limits_do_not_apply_under_x64(x64):
+    sched = clrjax.cyclic_schedule(0.1, 1e39, step_size_up=1e-40)
+    assert np.isfinite(float(sched(1)))
 
 
 def test_rejects_non_numeric():
@@ -213,6 +228,71 @@ def test_gradients_finite_in_degenerate_traced_settings(name, step):
 def test_step_types(mode):
     assert_step_types(clrjax.cyclic_schedule(0.1, 1.0, 3, 5, mode=mode, gamma=0.999))
     assert_step_types(clrjax.cyclic_momentum_schedule(0.8, 0.9, 3, 5, mode=mode, gamma=0.999))
+
+
+@pytest.mark.parametrize(
+    "step", [2**31, 2**40, 2**31 + 3, 2**47 - 1, 3 * 2**24 + 1, 12_345_678_901]
+)
+def test_huge_integer_steps_are_exact_in_float32(step):
+    # float32 cannot represent these steps; the position in the cycle is still exact.
+    want = _reference(step % 4000, 0.1, 1.0, 2000, 2000, 1.0)
+    lr = clrjax.cyclic_schedule(0.1, 1.0, 2000)
+    mom = clrjax.cyclic_momentum_schedule(0.8, 0.9, 2000)
+    for given in (step, np.int64(step), np.array([step], dtype=np.int64), np.float64(step)):
+        np.testing.assert_allclose(lr(given), want, rtol=1e-6)
+        np.testing.assert_allclose(mom(given), 0.9 - (want - 0.1) / 9, rtol=1e-6)
+
+
+def test_huge_step_examples_from_the_issue():
+    sched = clrjax.cyclic_schedule(0.1, 1.0, 2000)
+    assert float(sched(2**31)) == pytest.approx(0.2584, abs=1e-6)  # was 0.2872
+    assert float(sched(2**40)) == pytest.approx(0.20079, abs=1e-5)  # was 0.1
+
+
+def test_traced_int32_steps_are_exact_under_jit():
+    sched = jax.jit(clrjax.triangular2_schedule(0.0, 1.0, 3, 7))
+    steps = np.array([2**31 - 1, 2**31 - 10, 2**24 + 3, 2**28 + 7], dtype=np.int64)
+    got = sched(jnp.asarray(steps, dtype=jnp.int32))
+    want = _reference(steps % 10, 0.0, 1.0, 3, 7, 0.5 ** (steps // 10))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+    scaled = jax.jit(clrjax.cyclic_schedule(0.0, 1.0, 3, 7, scale_fn=lambda c: 1e6 / c))
+    np.testing.assert_allclose(
+        scaled(jnp.asarray(steps[2:], dtype=jnp.int32)),
+        _reference(steps[2:] % 10, 0.0, 1.0, 3, 7, 1e6 / (steps[2:] // 10 + 1)),
+        rtol=1e-6,
+    )
+
+
+def test_exp_range_float32_within_1e5_of_peak():
+    # bckenstler's / PyTorch's exp_range over 30,000 steps: gamma = 0.99994 rounded to
+    # float32 put 26,209 of them off by more than 1e-5 of the peak.
+    t = np.arange(30_001)
+    want = _reference(t, 0.001, 0.006, 2000, 2000, 0.99994**t)
+    got = clrjax.exp_range_schedule(0.001, 0.006, 2000, gamma=0.99994)(t)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * 0.006)
+    assert float(got[18_000]) == pytest.approx(0.0026979226, abs=1e-9)  # was 0.0026972541
+
+
+@pytest.mark.parametrize("traced_down", [False, True])
+def test_traced_zero_length_cycle_is_finite(traced_down):
+    steps = np.array([0, 1, 5, 2**40])
+
+    def lr(up):
+        down = up if traced_down else None
+        return clrjax.cyclic_schedule(0.1, 1.0, up, down, mode="triangular2")(steps)
+
+    values, grads = jax.jit(lambda v: (lr(v), jax.jacobian(lr)(v)))(0.0)
+    np.testing.assert_allclose(values, 0.1)
+    assert np.all(np.isfinite(grads)), grads
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 5])
+def test_traced_gamma_zero_is_finite(step):
+    def lr(gamma):
+        return clrjax.exp_range_schedule(0.1, 1.0, 2, gamma=gamma)(step)
+
+    value, grad = jax.value_and_grad(lr)(0.0)
+    assert float(value) == pytest.approx(0.1) and np.isfinite(grad)  # gamma**t == 0 for t > 0
 
 
 def test_huge_step_float32_stays_in_range():

@@ -87,3 +87,78 @@ def test_checks_accept_tracers():
         return x
 
     assert float(f(-1.0)) == -1.0
+
+
+HUGE = 2**31 + 3  # float32 rounds it to 2**31
+
+
+@pytest.mark.parametrize("step", [HUGE, np.int64(HUGE), np.float64(HUGE), np.array([HUGE, 5])])
+def test_split_step_host_values_are_exact(step):
+    split = num.split_step(step)
+    assert split.whole.dtype == split.part.dtype == jnp.float32
+    whole = np.asarray(split.whole, dtype=np.int64)
+    part = np.asarray(split.part, dtype=np.int64)
+    np.testing.assert_array_equal(whole + part, np.asarray(step, dtype=np.int64))
+    assert np.all(whole % 2**24 == 0) and np.all(part < 2**24)
+
+
+def test_split_step_traced_int32_is_exact():
+    @jax.jit
+    def parts(step):
+        split = num.split_step(step)
+        return split.whole, split.part
+
+    steps = jnp.asarray([2**31 - 1, 2**24 + 1, 7, -4], dtype=jnp.int32)
+    whole, part = (np.asarray(p, dtype=np.int64) for p in parts(steps))
+    np.testing.assert_array_equal(whole + part, [2**31 - 1, 2**24 + 1, 7, 0])
+
+
+def test_split_step_small_ints_floats_and_negatives():
+    np.testing.assert_array_equal(num.split_step(jnp.asarray([3, -2], jnp.int8)).value(), [3, 0])
+    split = num.split_step(jnp.asarray([2.5, -1.0]))
+    np.testing.assert_array_equal(split.whole, [2.5, 0.0])
+    np.testing.assert_array_equal(split.part, [0.0, 0.0])
+    assert float(num.split_step(2**70).value()) == 2.0**70
+
+
+@pytest.mark.parametrize("period", [4000.0, 7.0, 2.5, 14.0])
+def test_cycle_position_is_exact_for_huge_steps(period):
+    steps = [HUGE, 2**40 + 11, 2**31 - 1, 3 * 2**24 + 5]
+    cycles, offset = num.cycle_position(num.split_step(np.array(steps)), period)
+    want_cycles, want_offset = np.divmod(np.array(steps, dtype=np.float64), period)  # exact
+    np.testing.assert_array_equal(offset, want_offset)
+    np.testing.assert_allclose(cycles, want_cycles, rtol=1e-7)
+
+
+def test_cycle_position_under_jit_and_its_gradient():
+    def offset(period, step):
+        return num.cycle_position(num.split_step(step), period)[1]
+
+    got = jax.jit(offset)(4000.0, jnp.asarray(2**31 - 1, jnp.int32))
+    assert float(got) == (2**31 - 1) % 4000
+    assert float(jax.grad(offset)(7.0, 100)) == -14.0  # 100 - 14 * period
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(value=1e39), r"x must be at most 3.403e\+38 in magnitude \(float32\), got 1e\+39"),
+        (dict(value=-1e39), "at most"),
+        (dict(value=1e-40, positive=True), r"x must be >= 1.175e-38 .*float32\), got 1e-40"),
+        (dict(value=0.0, positive=True), "x must be > 0"),
+    ],
+)
+def test_check_float_rejects_values_float32_cannot_hold(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        num.check_float("x", **kwargs)
+
+
+def test_check_float_accepts():
+    num.check_float("x", 1e-40)  # flushed to 0: harmless where it is not a divisor
+    num.check_float("x", 3e38, positive=True)
+    jax.jit(lambda v: num.check_float("x", v, positive=True) or v)(0.0)
+
+
+def test_check_float_x64(x64):
+    num.check_float("x", 1e39)
+    num.check_float("x", 1e-40, positive=True)

@@ -179,9 +179,46 @@ def test_rejects_bad_lr_arguments(kwargs, match):
         clrjax.one_cycle_schedule(**(dict(total_steps=10, max_lr=1.0) | kwargs))
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        # Finite in float64, but NaN or inf in the float32 the schedule computes in.
+        (dict(final_div_factor=1e-40), "final_div_factor must be >= 1.175e-38"),
+        (dict(div_factor=1e-40), "div_factor must be >= 1.175e-38"),
+        (dict(total_steps=1e39), r"total_steps must be at most 3.403e\+38"),
+        (dict(max_lr=1e10, div_factor=1e-30), "max_lr / div_factor must be at most"),
+        (dict(max_lr=1e3, final_div_factor=1e-37), "initial LR / final_div_factor must be at"),
+        (dict(max_lr=1e3, final_div_factor=1e-36, convention="fastai"), "max_lr / final_div"),
+        (dict(max_lr=-1e39), "max_lr must be at most"),
+    ],
+)
+def test_rejects_values_float32_cannot_hold(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        clrjax.one_cycle_schedule(**(dict(total_steps=10, max_lr=1.0) | kwargs))
+
+
+def test_float32_limits_do_not_apply_under_x64(x64):
+    sched = clrjax.one_cycle_schedule(10, 1.0, div_factor=1e-40, final_div_factor=1e-40)
+    assert np.all(np.isfinite(sched(np.arange(10))))
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_phase_ends_computed_in_float64(convention):
+    # (0.5 + 1e-9) * 2 - 1 is 2e-9 in float64, 0 in float32: PyTorch gives 0.04 at step 0.
+    sched = clrjax.one_cycle_schedule(2, 1.0, pct_start=0.5 + 1e-9, convention=convention)
+    for schedule in (sched, jax.jit(sched)):
+        assert float(schedule(0)) == pytest.approx(0.04)  # was 1.0 (torch convention)
+    mom = clrjax.one_cycle_momentum_schedule(2, pct_start=0.5 + 1e-9, convention=convention)
+    assert float(mom(0)) == pytest.approx(0.95)
+
+
 def test_rejects_bad_momentum():
     with pytest.raises(ValueError, match="base_momentum must be finite"):
         clrjax.one_cycle_momentum_schedule(10, base_momentum=float("inf"))
+    with pytest.raises(ValueError, match="max_momentum must be at most"):
+        clrjax.one_cycle_momentum_schedule(10, max_momentum=1e39)
+    with pytest.raises(ValueError, match="total_steps must be at most"):
+        clrjax.one_cycle_momentum_schedule(1e39)
 
 
 LR_ARGS = {

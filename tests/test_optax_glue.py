@@ -260,6 +260,25 @@ def test_bad_factory_and_values():
         clrjax.scheduled(optax.sgd, learning_rate=0.1, momentum=float("nan"))
 
 
+def test_string_where_a_number_belongs_fails_at_build():
+    with pytest.raises(TypeError, match=r"learning_rate must be a number, an array or a sch"):
+        clrjax.scheduled(optax.sgd, learning_rate="0.1")
+    with pytest.raises(TypeError, match="momentum must be"):
+        clrjax.scheduled(optax.sgd, learning_rate=0.1, momentum=b"0.9")
+
+
+def test_strings_pass_where_the_default_is_a_string_or_static():
+    opt = clrjax.scheduled(optax.polyak_sgd, max_learning_rate=0.5, variant="sps+")
+    assert "variant" not in opt.init(jnp.zeros(2)).hyperparams
+
+    def factory(learning_rate, reduction=None):
+        return optax.scale(-learning_rate * {"sum": 2.0, None: 1.0}[reduction])
+
+    opt = clrjax.scheduled(factory, static_args="reduction", learning_rate=0.5, reduction="sum")
+    updates, _ = opt.update(jnp.ones(2), opt.init(jnp.zeros(2)))
+    np.testing.assert_allclose(updates, [-1.0, -1.0])
+
+
 def test_factory_parameter_clashing_with_an_option():
     def factory(learning_rate, hyperparam_dtype=None):
         return optax.sgd(learning_rate)

@@ -1,5 +1,6 @@
 """Tests for clrjax._warm_restarts (SGDR)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,8 +45,95 @@ def test_matches_torch_float64(case, x64):
     assert_golden(sched(steps), case["lr"], x64=True)
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: str(c["kwargs"]))
+def test_matches_torch_float32_under_jit(case):
+    # Under jit XLA folds the constant t_0 and t_mult into the arithmetic; with
+    # t_mult=4 the restart at step 50 used to come out as eta_min.
+    sched = jax.jit(clrjax.cosine_warm_restarts_schedule(**case["kwargs"]))
+    assert_golden(sched(np.asarray(case["steps"])), case["lr"], x64=False)
+
+
 def test_goldens_cover_t_mult():
-    assert {c["kwargs"]["t_mult"] for c in CASES} >= {1, 2, 3}
+    assert {c["kwargs"]["t_mult"] for c in CASES} >= {1, 2, 3, 4}
+
+
+def _restarts(t_0, t_mult, below=2**24):
+    """Cycle starts after 0 and below ``below``, as Python ints."""
+    starts, start, length = [], t_0, t_0 * t_mult
+    while start < below:
+        starts.append(start)
+        start, length = start + length, length * t_mult
+    return np.array(starts)
+
+
+@pytest.mark.parametrize("t_mult", [4, 6, 7, 10])
+@pytest.mark.parametrize("t_0", [7, 10])
+def test_every_restart_below_2_24_lands_under_jit(t_0, t_mult):
+    starts = _restarts(t_0, t_mult)
+    sched = clrjax.cosine_warm_restarts_schedule(0.05, t_0, t_mult, eta_min=1e-10)
+    # The step before a restart is the last one of the previous cycle.
+    previous = t_0 * float(t_mult) ** np.arange(len(starts))
+    before = 1e-10 + (0.05 - 1e-10) * (1 + np.cos(np.pi * (previous - 1) / previous)) / 2
+    for schedule in (sched, jax.jit(sched)):
+        np.testing.assert_allclose(schedule(starts), 0.05, rtol=1e-7)
+        np.testing.assert_allclose(schedule(starts - 1), before, rtol=0, atol=1e-5 * 0.05)
+
+
+def test_every_restart_below_2_24_lands_with_traced_arguments():
+    @jax.jit
+    def at(t_0, t_mult, steps):
+        return clrjax.cosine_warm_restarts_schedule(1.0, t_0, t_mult)(steps)
+
+    for t_mult in range(2, 11):
+        for t_0 in range(1, 21):
+            starts = _restarts(t_0, t_mult)
+            padded = np.zeros(40, dtype=np.int32)  # one shape: one compilation
+            padded[: len(starts)] = starts
+            np.testing.assert_array_equal(at(float(t_0), float(t_mult), padded), 1.0)
+
+
+@pytest.mark.parametrize(("t_0", "t_mult", "step"), [(10, 1.1, 10), (7, 4, 7), (10, 4, 50)])
+def test_restart_examples_from_the_issue(t_0, t_mult, step):
+    sched = clrjax.cosine_warm_restarts_schedule(1.0, t_0, t_mult)
+    assert float(sched(step)) == 1.0
+    assert float(jax.jit(sched)(step)) == 1.0  # was 0.0 (eta_min)
+
+
+@pytest.mark.parametrize("step", [2**31 + 3, 2**40 + 3, 2**47 + 1, 3 * 2**24 + 2])
+def test_huge_integer_steps_are_exact_with_t_mult_1(step):
+    # float32 cannot represent these steps; the offset into the cycle is still exact.
+    want = (1 + np.cos(np.pi * (step % 7) / 7)) / 2
+    sched = clrjax.cosine_warm_restarts_schedule(1.0, 7)
+    for given in (step, np.int64(step), np.array([step]), np.float64(step)):
+        np.testing.assert_allclose(sched(given), want, rtol=1e-6)
+
+
+def test_traced_int32_steps_are_exact_under_jit():
+    steps = np.array([2**31 - 1, 2**31 - 2, 2**24 + 1, 2**30 + 3])
+    want = 0.1 + 0.9 * (1 + np.cos(np.pi * (steps % 7) / 7)) / 2
+    got = jax.jit(clrjax.cosine_warm_restarts_schedule(1.0, 7, eta_min=0.1))(
+        jnp.asarray(steps, dtype=jnp.int32)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t_mult", [1.0, 2.0])
+@pytest.mark.parametrize("name", ["t_0", "t_mult"])
+def test_traced_degenerate_values_are_finite(name, t_mult):
+    # Refused when concrete; traced, they cannot be inspected: t_0 = 0 gives base_lr
+    # (every step a restart), t_mult < 1 counts as 1.
+    value = {"t_0": 0.0, "t_mult": 0.5}[name]
+
+    steps = np.array([0, 1, 5, 2**40])
+
+    def lr(v):
+        args = dict(base_lr=0.1, t_0=3.0, t_mult=t_mult, eta_min=0.01) | {name: v}
+        return clrjax.cosine_warm_restarts_schedule(**args)(steps)
+
+    got, grads = jax.jit(lambda v: (lr(v), jax.jacobian(lr)(v)))(value)
+    assert np.all(np.isfinite(got)) and np.all(np.isfinite(grads)), (got, grads)
+    want = 0.1 if name == "t_0" else lr(1.0)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -70,6 +158,10 @@ def test_restarts_land_exactly_on_cycle_boundaries(t_0, t_mult):
         (dict(t_mult=float("nan")), "t_mult must be finite"),
         (dict(eta_min=float("inf")), "eta_min must be finite"),
         (dict(base_lr=float("nan")), "base_lr must be finite"),
+        (dict(base_lr=1e39), "base_lr must be at most 3.403e"),
+        (dict(t_0=1e-40), "t_0 must be >= 1.175e-38"),
+        (dict(t_mult=1e39), "t_mult must be at most"),
+        (dict(eta_min=-1e39), "eta_min must be at most"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):
