@@ -12,12 +12,14 @@ from clrjax._cyclic import (
     triangular2_schedule,
     triangular_schedule,
 )
+from clrjax._find_schedule import find_schedule
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
 from clrjax._pytorch_sgd import pytorch_sgd
 from clrjax._range_test import RangeTestInterrupted, range_test
 from clrjax._range_test_step import range_test_step
 from clrjax._result import BestLane, RangeTestResult
+from clrjax._schedule_choice import ScheduleChoice
 from clrjax._suggest import SUGGESTION_METHODS, SuggestionSpread, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
@@ -28,12 +30,14 @@ __all__ = [
     "BestLane",
     "RangeTestInterrupted",
     "RangeTestResult",
+    "ScheduleChoice",
     "SuggestionSpread",
     "__version__",
     "cosine_warm_restarts_schedule",
     "cyclic_momentum_schedule",
     "cyclic_schedule",
     "exp_range_schedule",
+    "find_schedule",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
     "pytorch_sgd",

@@ -20,6 +20,9 @@ gid                    artist
 ``clrjax-diverged``    the step at which each diverged lane stopped
 ``clrjax-lr``          a learning-rate schedule
 ``clrjax-momentum``    a momentum schedule (on a twin y-axis)
+``clrjax-candidate``   the candidate peaks of a schedule race (ticks)
+``clrjax-winner``      the race's winner (its peak, its scores)
+``clrjax-race``        one candidate's scores across the race's rungs
 =====================  ===================================================
 """
 
@@ -38,8 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
 
     from clrjax._result import RangeTestResult
+    from clrjax._schedule_choice import ScheduleChoice
 
-__all__ = ["plot_range_test", "plot_range_test_grid", "plot_schedule"]
+__all__ = ["plot_range_test", "plot_range_test_grid", "plot_schedule", "plot_schedule_choice"]
 
 # Marker of the i-th suggestion method drawn on one plot ("*" marks raw minima,
 # "X" divergences).
@@ -946,6 +950,85 @@ def plot_schedule(
     elif label is not None:
         ax.legend(handles=handles, fontsize="small", loc="best")
     return ax
+
+
+def plot_schedule_choice(
+    choice: ScheduleChoice, axes: Sequence[Axes] | None = None
+) -> Sequence[Axes]:
+    """Plots how :func:`clrjax.find_schedule` chose: the curve and candidates, then the race.
+
+    Left: the range test (:func:`plot_range_test`) with a tick at every
+    candidate peak and a vertical line at the winner's. Right: every
+    candidate's mean score in each rung against the rung's budget (steps, log
+    axis), one line per candidate (dotted where it was dropped), the winner
+    thick; decay candidates dashed.
+
+    Args:
+      choice: a :class:`clrjax.ScheduleChoice`.
+      axes: two Axes to draw on; by default a new figure's.
+
+    Returns:
+      The two Axes.
+    """
+    plt = _pyplot()
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12.0, 4.5))
+    curve_ax, race_ax = axes
+    plot_range_test(choice.range_test, curve_ax, suggest=None, legend="inside")
+    lo, _ = curve_ax.get_ylim()
+    peaks = sorted({c.peak for c in choice.candidates})
+    curve_ax.plot(
+        peaks,
+        [lo] * len(peaks),
+        "|",
+        color="k",
+        markersize=12,
+        gid="clrjax-candidate",
+        label="candidate peaks",
+        clip_on=False,
+    )
+    curve_ax.axvline(
+        choice.learning_rate,
+        color="C3",
+        linewidth=1.5,
+        gid="clrjax-winner",
+        label=f"winner: {choice.kind} {choice.learning_rate:.3g}",
+    )
+    curve_ax.legend(fontsize="small", loc="best")
+    table = choice.candidate_scores()
+    budgets = [r.num_steps for r in choice.rungs]
+    winner = choice.winner
+    for i, cand in enumerate(choice.candidates):
+        raced = np.isfinite(table[i])
+        if i == winner:
+            continue
+        race_ax.plot(
+            np.array(budgets)[raced],
+            table[i][raced],
+            linestyle="--" if cand.kind == "decay" else "-",
+            marker="o",
+            markersize=3,
+            linewidth=0.8,
+            alpha=0.6,
+            color="0.5",
+            gid="clrjax-race",
+        )
+    race_ax.plot(
+        budgets,
+        table[winner],
+        marker="o",
+        linewidth=2.5,
+        color="C3",
+        gid="clrjax-winner",
+        label=f"winner: {choice.candidates[winner].label()}",
+    )
+    race_ax.set_xscale("log")
+    race_ax.set_xticks(budgets, [str(b) for b in budgets])
+    race_ax.set_xlabel("rung budget (steps)")
+    race_ax.set_ylabel(f"score: {choice.score}")
+    race_ax.set_title(f"race: {len(choice.candidates)} candidates, {len(budgets)} rungs")
+    race_ax.legend(fontsize="small", loc="best")
+    return axes
 
 
 def _leave_headroom(ax: Axes, rows: int) -> None:

@@ -1,0 +1,185 @@
+"""Candidate schedules: peak learning rates read off a range-test curve, times schedule kinds.
+
+A *candidate* is a schedule kind, a peak learning rate and a point of the
+hyperparameter grid. :func:`peak_bracket` proposes the peaks of one curve;
+:func:`kind_schedules` turns a kind and a peak into the learning-rate (and
+momentum) schedule of a run of any length, so the same candidate can be
+trained on a short budget and on the full one.
+
+Kinds:
+
+* ``"one_cycle"``: :func:`clrjax.one_cycle_schedule` up to the peak and down
+  (Smith & Topin, 2019), with :func:`clrjax.one_cycle_momentum_schedule`
+  (0.95 -> 0.85 -> 0.95) when the optimizer has a momentum (or Adam's ``b1``);
+* ``"decay"``: the peak held and multiplied by ``decay_rate`` (0.97) after
+  every epoch, momentum constant (the seed recipe's "found LR, decayed").
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
+from clrjax._suggest import SUGGESTION_METHODS, suggest
+
+KINDS = ("one_cycle", "decay")
+MOMENTUM_NAMES = ("momentum", "b1")  # the optimizer argument one-cycle cycles
+
+
+class Candidate(NamedTuple):
+    """One schedule to race.
+
+    Attributes:
+      kind: one of :data:`KINDS`.
+      peak: the peak (one-cycle) or initial (decay) learning rate.
+      hparams: the grid point, ``name -> value`` (empty without a grid).
+      source: the suggestion methods (or ``"spread"``) that proposed ``peak``.
+    """
+
+    kind: str
+    peak: float
+    hparams: dict[str, float]
+    source: str
+
+    def label(self) -> str:
+        """E.g. ``"one_cycle 0.31 (weight_decay=0.0005)"``."""
+        grid = ", ".join(f"{k}={v:g}" for k, v in self.hparams.items())
+        return f"{self.kind} {self.peak:.3g}" + (f" ({grid})" if grid else "")
+
+
+def peak_bracket(
+    lrs: np.ndarray, smoothed: np.ndarray, *, spread: int, merge_ratio: float
+) -> list[tuple[float, str]]:
+    """Peak learning rates proposed by one range-test curve, with their sources.
+
+    Every suggestion method's pick, the ``minimum / 10`` rule, and ``spread``
+    points spaced geometrically between the valley and the learning rate of the
+    lowest smoothed loss (both included). Peaks closer than ``merge_ratio`` to
+    a smaller one are merged into it (their sources joined).
+
+    Returns:
+      ``[(peak, source), ...]`` in increasing order (empty when the curve gives
+      no suggestion at all).
+    """
+    picks: list[tuple[float, str]] = []
+    for method in SUGGESTION_METHODS:
+        lr = float(suggest(lrs, smoothed, method=method))
+        if np.isfinite(lr):
+            picks.append((lr, method))
+    minimum = dict((s, lr) for lr, s in picks).get("minimum")
+    if minimum is not None:
+        picks.append((minimum / 10, "minimum/10"))
+    low = dict((s, lr) for lr, s in picks).get("valley")
+    finite = np.isfinite(smoothed)
+    if low is not None and finite.any() and spread > 0:
+        high = float(lrs[finite][np.argmin(smoothed[finite])])
+        if high > low:
+            for lr in np.geomspace(low, high, spread):
+                picks.append((float(lr), "spread"))
+    merged: list[tuple[float, list[str]]] = []
+    for lr, source in sorted(picks):
+        if merged and lr < merged[-1][0] * merge_ratio:
+            if source not in merged[-1][1]:
+                merged[-1][1].append(source)
+        else:
+            merged.append((lr, [source]))
+    return [(lr, ", ".join(sources)) for lr, sources in merged]
+
+
+def momentum_default(optimizer: Callable[..., Any]) -> tuple[str | None, float | None]:
+    """``(name, default)`` of the optimizer argument one-cycle cycles, or ``(None, None)``.
+
+    The argument is ``momentum`` or ``b1`` with a numeric default: an optimizer
+    without momentum (``optax.sgd``'s default ``momentum=None``) is not given one.
+
+    Examples:
+      >>> import optax, clrjax
+      >>> print(momentum_default(clrjax.pytorch_sgd), momentum_default(optax.adamw),
+      ...       momentum_default(optax.sgd))
+      ('momentum', 0.9) ('b1', 0.9) (None, None)
+    """
+    try:
+        params = inspect.signature(optimizer).parameters
+    except (TypeError, ValueError):
+        return None, None
+    for name in MOMENTUM_NAMES:
+        default = params[name].default if name in params else None
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            return name, float(default)
+    return None, None
+
+
+def kind_schedules(
+    kind: str,
+    peak: jax.typing.ArrayLike,
+    num_steps: int,
+    *,
+    steps_per_epoch: float,
+    decay_rate: float,
+    momentum: float | None,
+) -> tuple[optax.Schedule, optax.Schedule | None]:
+    """The learning-rate schedule (and momentum schedule, or None) of a run of ``num_steps``.
+
+    Args:
+      kind: one of :data:`KINDS`.
+      peak: the peak (or initial) learning rate; may be traced.
+      num_steps: the run's length.
+      steps_per_epoch: steps between two ``"decay"`` decays (may be fractional
+        for a run shortened from a longer budget: the decay keeps its total).
+      decay_rate: the ``"decay"`` factor per epoch.
+      momentum: the optimizer's constant momentum (held by ``"decay"``; ``None``:
+        the optimizer has none, and no momentum schedule is returned).
+
+    Examples:
+      >>> lr, mom = kind_schedules("decay", 0.1, 100, steps_per_epoch=10, decay_rate=0.5,
+      ...                          momentum=0.9)
+      >>> print(round(float(lr(25)), 4), float(mom(25)))
+      0.025 0.9
+    """
+    if kind == "one_cycle":
+        lr = one_cycle_schedule(num_steps, peak)
+        mom = one_cycle_momentum_schedule(num_steps) if momentum is not None else None
+        return lr, mom
+    if kind == "decay":
+
+        def lr(step: jax.typing.ArrayLike) -> jax.Array:
+            epochs = jnp.floor(jnp.asarray(step, jnp.float32) / steps_per_epoch)
+            return jnp.asarray(peak, jnp.float32) * jnp.float32(decay_rate) ** epochs
+
+        if momentum is None:
+            return lr, None
+        return lr, lambda step: jnp.full(jnp.shape(step), momentum, jnp.float32)
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def schedule_arrays(
+    candidates: Sequence[Candidate],
+    num_steps: int,
+    *,
+    steps_per_epoch: float,
+    decay_rate: float,
+    momentum: float | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(num_steps, lanes)`` learning rates (and momenta) of every candidate."""
+    steps = jnp.arange(num_steps)
+    lrs, moms = [], []
+    for c in candidates:
+        lr, mom = kind_schedules(
+            c.kind,
+            c.peak,
+            num_steps,
+            steps_per_epoch=steps_per_epoch,
+            decay_rate=decay_rate,
+            momentum=momentum,
+        )
+        lrs.append(np.asarray(lr(steps), np.float32))
+        if mom is not None:
+            moms.append(np.asarray(mom(steps), np.float32))
+    return np.stack(lrs, axis=1), (np.stack(moms, axis=1) if moms else None)

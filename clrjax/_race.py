@@ -1,0 +1,113 @@
+"""Successive halving: train every candidate briefly, keep the best part, train it longer.
+
+Short runs favour small learning rates (a large one needs time to pay off),
+so a candidate is never dropped on a short run alone: each rung trains the
+survivors of the previous one on a longer budget, from scratch (a schedule
+scaled to the budget), and only the last rung, on the full budget, decides
+(Jamieson & Talwalkar, 2016, https://arxiv.org/abs/1502.07943; Li et al.,
+Hyperband, 2018, https://arxiv.org/abs/1603.06560).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Rung(NamedTuple):
+    """One rung of the race.
+
+    Attributes:
+      num_steps: the training budget of every run of the rung.
+      candidates: ``(n,)`` indices of the candidates raced in this rung.
+      scores: ``(n, seeds)`` their scores (higher is better; NaN for a run
+        whose loss turned NaN/Inf).
+      seconds: wall time of the rung.
+      strategy: how the rung's lanes ran (e.g. ``"vmap/chunks"``).
+    """
+
+    num_steps: int
+    candidates: np.ndarray
+    scores: np.ndarray
+    seconds: float
+    strategy: str
+
+    @property
+    def mean_scores(self) -> np.ndarray:
+        """``(n,)`` each candidate's mean score over seeds; ``-inf`` when any run failed."""
+        scores = np.where(np.isfinite(self.scores), self.scores, -np.inf)
+        return scores.mean(axis=1)
+
+
+def survivors(rung: Rung, keep: int) -> np.ndarray:
+    """The ``keep`` best candidates of ``rung`` (ties: the earlier candidate)."""
+    order = np.argsort(-rung.mean_scores, kind="stable")
+    return rung.candidates[np.sort(order[:keep])]
+
+
+def successive_halving(
+    train: Callable[[np.ndarray, int, int], tuple[np.ndarray, str]],
+    num_candidates: int,
+    budgets: Sequence[int],
+    keep: Sequence[int],
+    seeds: Sequence[int],
+) -> list[Rung]:
+    """Races ``num_candidates`` candidates over rungs of growing budgets.
+
+    Args:
+      train: ``train(candidates, num_steps, num_seeds) -> (scores (n, num_seeds),
+        strategy)`` trains the given candidates (indices) for ``num_steps`` steps
+        with ``num_seeds`` seeds each, all as lanes of one program.
+      num_candidates: how many candidates enter the first rung.
+      budgets: the steps of each rung, increasing.
+      keep: how many candidates enter each rung after the first (one entry
+        per rung after the first; each at most the previous rung's size).
+      seeds: seeds per run in each rung.
+
+    Returns:
+      The rungs, in order; the winner is the best of the last.
+
+    Examples:
+      >>> def train(cands, steps, num_seeds):  # candidate i scores i (more steps: no change)
+      ...     return np.tile(cands[:, None].astype(float), (1, num_seeds)), "vmap/scan"
+      >>> rungs = successive_halving(train, 9, budgets=[10, 30, 90], keep=[3, 1], seeds=[1, 1, 2])
+      >>> print([r.candidates.tolist() for r in rungs])
+      [[0, 1, 2, 3, 4, 5, 6, 7, 8], [6, 7, 8], [8]]
+    """
+    if not (len(budgets) == len(seeds) == len(keep) + 1):
+        raise ValueError("budgets, seeds and keep must describe the same rungs")
+    rungs: list[Rung] = []
+    candidates = np.arange(num_candidates)
+    for i, (num_steps, num_seeds) in enumerate(zip(budgets, seeds, strict=True)):
+        if i:
+            candidates = survivors(rungs[-1], min(keep[i - 1], len(candidates)))
+        begin = time.perf_counter()
+        scores, strategy = train(candidates, int(num_steps), int(num_seeds))
+        rungs.append(
+            Rung(
+                int(num_steps),
+                candidates,
+                np.asarray(scores, float),
+                time.perf_counter() - begin,
+                strategy,
+            )
+        )
+    return rungs
+
+
+def rung_sizes(num_candidates: int, num_rungs: int, eta: float) -> list[int]:
+    """Candidates entering each rung after the first: a fraction ``1/eta`` kept each time.
+
+    Examples:
+      >>> print(rung_sizes(27, 3, 3.0), rung_sizes(10, 3, 3.0), rung_sizes(2, 3, 3.0))
+      [9, 3] [4, 2] [1, 1]
+    """
+    sizes, n = [], num_candidates
+    for _ in range(num_rungs - 1):
+        n = max(1, math.ceil(n / eta))
+        sizes.append(n)
+    return sizes

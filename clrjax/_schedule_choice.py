@@ -1,0 +1,233 @@
+"""The answer of :func:`clrjax.find_schedule`: the schedule that won the race, and the race."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import optax
+
+from clrjax._candidates import KINDS, Candidate, kind_schedules
+from clrjax._npz import load_npz, save_npz
+from clrjax._optax_glue import scheduled
+from clrjax._race import Rung
+from clrjax._result import RangeTestResult
+
+_RANGE_TEST_PREFIX = "range_test/"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScheduleChoice:
+    """The schedule :func:`clrjax.find_schedule` picked, how it was picked, and what it cost.
+
+    Attributes:
+      kind: the winner's schedule kind (``"one_cycle"`` or ``"decay"``).
+      learning_rate: its peak (one-cycle) or initial (decay) learning rate.
+      hparams: its grid values, ``name -> value`` (empty without a grid).
+      total_steps: the training budget the schedule spans.
+      steps_per_epoch: steps between two decays of ``"decay"``.
+      decay_rate: the ``"decay"`` factor per epoch.
+      momentum_name: the optimizer argument one-cycle cycles (``"momentum"``,
+        ``"b1"``), or ``None``.
+      base_momentum: that argument's constant value (held by ``"decay"``).
+      candidates: every raced :class:`~clrjax._candidates.Candidate`.
+      rungs: the race's rungs (:class:`~clrjax._race.Rung`: budget, candidates,
+        per-seed scores, seconds).
+      score: what the scores measure (higher is better).
+      range_test: the range test that proposed the candidates.
+      seconds: wall time of the whole choice (range test and race, compiles included).
+      factory: the optimizer factory (not saved; pass it to :meth:`optimizer`
+        after :meth:`load`).
+    """
+
+    kind: str
+    learning_rate: float
+    hparams: Mapping[str, float]
+    total_steps: int
+    steps_per_epoch: float
+    decay_rate: float
+    momentum_name: str | None
+    base_momentum: float | None
+    candidates: tuple[Candidate, ...]
+    rungs: tuple[Rung, ...]
+    score: str
+    range_test: RangeTestResult
+    seconds: float
+    factory: Callable[..., optax.GradientTransformation] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        object.__setattr__(self, "hparams", dict(self.hparams))
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        object.__setattr__(self, "rungs", tuple(self.rungs))
+
+    def _schedules(self) -> tuple[optax.Schedule, optax.Schedule | None]:
+        return kind_schedules(
+            self.kind,
+            self.learning_rate,
+            self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            decay_rate=self.decay_rate,
+            momentum=self.base_momentum if self.momentum_name else None,
+        )
+
+    @property
+    def schedule(self) -> optax.Schedule:
+        """The learning-rate schedule over ``total_steps`` (an ``optax.Schedule``)."""
+        return self._schedules()[0]
+
+    @property
+    def momentum(self) -> optax.Schedule | None:
+        """The momentum (or ``b1``) schedule of a one-cycle winner; ``None`` otherwise."""
+        return self._schedules()[1] if self.kind == "one_cycle" else None
+
+    @property
+    def winner(self) -> int:
+        """Index in :attr:`candidates` of the winner (the best of the last rung)."""
+        last = self.rungs[-1]
+        return int(last.candidates[int(np.argmax(last.mean_scores))])
+
+    def candidate_scores(self) -> np.ndarray:
+        """``(candidates, rungs)`` mean score of each candidate in each rung (NaN: not raced)."""
+        table = np.full((len(self.candidates), len(self.rungs)), np.nan)
+        for j, rung in enumerate(self.rungs):
+            table[rung.candidates, j] = rung.mean_scores
+        return table
+
+    def optimizer(
+        self, factory: Callable[..., optax.GradientTransformation] | None = None
+    ) -> optax.GradientTransformation:
+        """The optimizer for the full run: ``factory`` with the chosen schedules and values.
+
+        Args:
+          factory: the optimizer factory (default: the one given to
+            ``find_schedule``; required after :meth:`load`).
+
+        Returns:
+          ``clrjax.scheduled(factory, learning_rate=self.schedule, [momentum
+          schedule,] **self.hparams)``.
+        """
+        factory = self.factory if factory is None else factory
+        if factory is None:
+            raise ValueError(
+                "optimizer: pass the optimizer factory (a loaded ScheduleChoice does not keep it)"
+            )
+        extra: dict[str, Any] = dict(self.hparams)
+        if self.momentum is not None:
+            extra[self.momentum_name] = self.momentum
+        return scheduled(factory, learning_rate=self.schedule, **extra)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Plots the curve with the candidates and the winner, and the race.
+
+        See :func:`clrjax.plotting.plot_schedule_choice`.
+        """
+        from clrjax.plotting import plot_schedule_choice
+
+        return plot_schedule_choice(self, **kwargs)
+
+    def __repr__(self) -> str:
+        grid = "".join(f", {k}={v:g}" for k, v in self.hparams.items())
+        best = self.rungs[-1].mean_scores.max()
+        return (
+            f"ScheduleChoice({self.kind}, learning_rate={self.learning_rate:.3g}{grid}, "
+            f"total_steps={self.total_steps}; {len(self.candidates)} candidates raced over "
+            f"{len(self.rungs)} rungs in {self.seconds:.1f} s; {self.score} {best:.4g})"
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Saves to an ``.npz`` file (atomically, no pickle); :meth:`load` restores it."""
+        names = sorted({k for c in self.candidates for k in c.hparams})
+        arrays: dict[str, np.ndarray] = {
+            "kind": np.array(self.kind),
+            "learning_rate": np.array(self.learning_rate),
+            "hparam_names": np.array(list(self.hparams), dtype=str),
+            "hparam_values": np.array(list(self.hparams.values()), dtype=float),
+            "total_steps": np.array(self.total_steps),
+            "steps_per_epoch": np.array(self.steps_per_epoch),
+            "decay_rate": np.array(self.decay_rate),
+            "momentum_name": np.array(self.momentum_name or ""),
+            "base_momentum": np.array(np.nan if self.base_momentum is None else self.base_momentum),
+            "score": np.array(self.score),
+            "seconds": np.array(self.seconds),
+            "candidate_kinds": np.array([c.kind for c in self.candidates], dtype=str),
+            "candidate_peaks": np.array([c.peak for c in self.candidates], dtype=float),
+            "candidate_sources": np.array([c.source for c in self.candidates], dtype=str),
+            "candidate_grid_names": np.array(names, dtype=str),
+            "candidate_grid": np.array(
+                [[c.hparams.get(k, np.nan) for k in names] for c in self.candidates], dtype=float
+            ).reshape(len(self.candidates), len(names)),
+            "num_rungs": np.array(len(self.rungs)),
+        }
+        for j, rung in enumerate(self.rungs):
+            arrays[f"rung{j}/num_steps"] = np.array(rung.num_steps)
+            arrays[f"rung{j}/candidates"] = rung.candidates
+            arrays[f"rung{j}/scores"] = rung.scores
+            arrays[f"rung{j}/seconds"] = np.array(rung.seconds)
+            arrays[f"rung{j}/strategy"] = np.array(rung.strategy)
+        for name, value in self.range_test.to_arrays().items():
+            arrays[_RANGE_TEST_PREFIX + name] = value
+        save_npz(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ScheduleChoice:
+        """Loads a choice written by :meth:`save` (without its optimizer factory)."""
+        e = load_npz(path, "ScheduleChoice.save")
+        try:
+            names = [str(n) for n in e["candidate_grid_names"]]
+            candidates = tuple(
+                Candidate(
+                    str(kind),
+                    float(peak),
+                    {n: float(v) for n, v in zip(names, row, strict=True)},
+                    str(source),
+                )
+                for kind, peak, row, source in zip(
+                    e["candidate_kinds"],
+                    e["candidate_peaks"],
+                    e["candidate_grid"],
+                    e["candidate_sources"],
+                    strict=True,
+                )
+            )
+            rungs = tuple(
+                Rung(
+                    int(e[f"rung{j}/num_steps"]),
+                    e[f"rung{j}/candidates"],
+                    e[f"rung{j}/scores"],
+                    float(e[f"rung{j}/seconds"]),
+                    str(e[f"rung{j}/strategy"]),
+                )
+                for j in range(int(e["num_rungs"]))
+            )
+            prefix = len(_RANGE_TEST_PREFIX)
+            range_test = RangeTestResult.from_arrays(
+                {k[prefix:]: v for k, v in e.items() if k.startswith(_RANGE_TEST_PREFIX)}
+            )
+            base = float(e["base_momentum"])
+            return cls(
+                kind=str(e["kind"]),
+                learning_rate=float(e["learning_rate"]),
+                hparams=dict(
+                    zip(map(str, e["hparam_names"]), map(float, e["hparam_values"]), strict=True)
+                ),
+                total_steps=int(e["total_steps"]),
+                steps_per_epoch=float(e["steps_per_epoch"]),
+                decay_rate=float(e["decay_rate"]),
+                momentum_name=str(e["momentum_name"]) or None,
+                base_momentum=None if np.isnan(base) else base,
+                candidates=candidates,
+                rungs=rungs,
+                score=str(e["score"]),
+                range_test=range_test,
+                seconds=float(e["seconds"]),
+            )
+        except KeyError as missing:
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a ScheduleChoice.save file: {missing.args[0]!r} "
+                "is missing"
+            ) from None

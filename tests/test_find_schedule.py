@@ -1,0 +1,182 @@
+"""Tests for clrjax.find_schedule and its result, clrjax.ScheduleChoice."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import clrjax
+from clrjax import _find_schedule
+
+RNG = np.random.default_rng(0)
+CENTRES = RNG.normal(size=(3, 8)) * 1.5
+
+
+def sample(n):
+    y = RNG.integers(0, 3, size=n).astype(np.int32)
+    return (CENTRES[y] + RNG.normal(size=(n, 8))).astype(np.float32), y
+
+
+TRAIN, VAL = sample(256), sample(128)
+
+
+def init_fn(key):
+    k1, k2 = jax.random.split(key)
+    return {"w1": jax.random.normal(k1, (8, 16)) * 0.3, "w2": jax.random.normal(k2, (16, 3)) * 0.3}
+
+
+def logits(params, x):
+    return jnp.tanh(x @ params["w1"]) @ params["w2"]
+
+
+def loss_fn(params, batch):
+    x, y = batch
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits(params, x)), y[:, None], 1))
+
+
+def accuracy(params, batch):
+    x, y = batch
+    return jnp.mean(jnp.argmax(logits(params, x), axis=1) == y)
+
+
+FAST = dict(total_steps=72, batch_size=32, range_test_steps=40, start_lr=1e-4, init_fn=init_fn)
+
+
+@pytest.fixture(scope="module")
+def choice():
+    return clrjax.find_schedule(
+        loss_fn,
+        None,
+        TRAIN,
+        val_data=VAL,
+        val_metric=accuracy,
+        grid={"weight_decay": [0, 1e-3]},
+        **FAST,
+    )
+
+
+def test_the_race_and_its_winner(choice):
+    assert isinstance(choice, clrjax.ScheduleChoice)
+    assert [r.num_steps for r in choice.rungs] == [8, 24, 72]
+    sizes = [len(r.candidates) for r in choice.rungs]
+    assert sizes[0] == len(choice.candidates) and sizes[0] > sizes[1] > sizes[2] >= 1
+    assert {c.kind for c in choice.candidates} == {"one_cycle", "decay"}
+    assert {c.hparams["weight_decay"] for c in choice.candidates} == {0.0, 1e-3}
+    assert choice.rungs[-1].scores.shape[1] == 2  # the final rung runs two seeds
+    best = choice.candidates[choice.winner]
+    assert (choice.kind, choice.learning_rate, choice.hparams) == (
+        best.kind,
+        best.peak,
+        best.hparams,
+    )
+    assert choice.rungs[-1].mean_scores.max() > 0.8  # accuracy on an easy problem
+    table = choice.candidate_scores()
+    assert table.shape == (len(choice.candidates), 3)
+    assert np.isfinite(table[:, 0]).all() and np.isfinite(table[:, 2]).sum() == sizes[2]
+    assert choice.range_test.num_lanes == 2 and choice.seconds > 0
+
+
+def test_schedules_and_optimizer_follow_the_winner(choice):
+    steps = jnp.arange(choice.total_steps)
+    lr = np.asarray(choice.schedule(steps))
+    if choice.kind == "one_cycle":
+        assert lr.max() == pytest.approx(choice.learning_rate, rel=1e-3)
+        np.testing.assert_allclose(
+            choice.momentum(steps), clrjax.one_cycle_momentum_schedule(72)(steps)
+        )
+    else:
+        assert lr[0] == pytest.approx(choice.learning_rate) and choice.momentum is None
+    tx = choice.optimizer()
+    params = init_fn(jax.random.key(0))
+    state = tx.init(params)
+    assert float(state.hyperparams["weight_decay"]) == choice.hparams["weight_decay"]
+    first = float(loss_fn(params, TRAIN))
+    for _ in range(20):
+        grads = jax.grad(loss_fn)(params, TRAIN)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(loss_fn(params, TRAIN)) < first
+
+
+def test_save_load_and_repr(choice, tmp_path):
+    path = tmp_path / "choice.npz"
+    choice.save(path)
+    loaded = clrjax.ScheduleChoice.load(path)
+    assert (loaded.kind, loaded.learning_rate, loaded.hparams) == (
+        choice.kind,
+        choice.learning_rate,
+        choice.hparams,
+    )
+    assert loaded.candidates == choice.candidates
+    for a, b in zip(loaded.rungs, choice.rungs, strict=True):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.candidates, b.candidates)
+    np.testing.assert_array_equal(loaded.range_test.losses, choice.range_test.losses)
+    np.testing.assert_array_equal(loaded.schedule(jnp.arange(72)), choice.schedule(jnp.arange(72)))
+    with pytest.raises(ValueError, match="factory"):
+        loaded.optimizer()
+    assert isinstance(loaded.optimizer(clrjax.pytorch_sgd), optax.GradientTransformation)
+    text = repr(choice)
+    assert choice.kind in text and "candidates raced over 3 rungs" in text
+    with pytest.raises(ValueError, match="not a ScheduleChoice"):
+        choice.range_test.save(tmp_path / "rt.npz")
+        clrjax.ScheduleChoice.load(tmp_path / "rt.npz")
+
+
+def test_the_metric_free_score_is_the_lowest_validation_loss():
+    # lane 0's loss rises late (overconfidence) but went lowest; lane 1 diverged.
+    loss = np.array([[0.9, 0.5, 0.7, 0.8], [0.9, 0.6, np.nan, np.nan], [1.0, 0.7, 0.6, 0.6]])
+    scores = _find_schedule._score({"loss": loss}, has_metric=False)
+    np.testing.assert_array_equal(scores, [-0.5, np.nan, -0.6])
+    metric = np.array([[0.1, 0.5], [0.2, np.nan]])
+    np.testing.assert_array_equal(_find_schedule._score({"metric": metric}, True), [0.5, np.nan])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(val_data=None), ValueError, "val_data"),
+        (dict(val_data=(VAL[0][:, :4], VAL[1])), ValueError, "val_data"),
+        (dict(total_steps=1), ValueError, "total_steps"),
+        (dict(optimizer=lambda lr: optax.sgd(lr)), ValueError, "learning_rate"),
+        (dict(optimizer=optax.sgd(0.1)), TypeError, "factory"),
+        (dict(kinds=("cosine",)), ValueError, "kinds"),
+        (dict(kinds=()), ValueError, "kinds"),
+        (dict(val_metric="accuracy"), TypeError, "val_metric"),
+        (dict(decay_rate=0.0), ValueError, "decay_rate"),
+        (dict(grid={"momentum_typo": [0.9]}), ValueError, "momentum_typo"),
+        (dict(data=[TRAIN]), TypeError, "data"),
+    ],
+)
+def test_bad_input(kwargs, error, match):
+    args = dict(FAST, val_data=VAL)
+    args.update(kwargs)
+    data = args.pop("data", TRAIN)
+    with pytest.raises(error, match=match):
+        clrjax.find_schedule(loss_fn, None, data, **args)
+
+
+def test_an_optimizer_without_momentum_races_without_it():
+    sgd = functools.partial(optax.sgd, momentum=None)
+    choice = clrjax.find_schedule(
+        loss_fn, None, TRAIN, val_data=VAL, optimizer=sgd, kinds=("one_cycle",), **FAST
+    )
+    assert choice.momentum_name is None and choice.momentum is None
+    assert choice.score == "-min validation loss"
+
+
+def test_plot_marks_the_candidates_and_the_winner(choice):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    curve_ax, race_ax = choice.plot()
+    (ticks,) = [line for line in curve_ax.lines if line.get_gid() == "clrjax-candidate"]
+    assert len(ticks.get_xdata()) == len({c.peak for c in choice.candidates})
+    (winner,) = [line for line in race_ax.lines if line.get_gid() == "clrjax-winner"]
+    np.testing.assert_allclose(winner.get_ydata(), choice.candidate_scores()[choice.winner])
+    raced = [line for line in race_ax.lines if line.get_gid() == "clrjax-race"]
+    assert len(raced) == len(choice.candidates) - 1
+    plt.close(curve_ax.figure)
