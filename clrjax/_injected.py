@@ -115,8 +115,19 @@ def check_injected(tree: Any, names: Iterable[str], what: str) -> None:
                 f"build the optimizer with a constant {name} (e.g. 1e-3) for the range test"
             )
         if name not in found:
-            where = f"injected hyperparameters {sorted(found)}" if found else "none"
+            if found:
+                raise ValueError(
+                    f"{what} has no injected hyperparameter {name!r} to set (its optimizer "
+                    f"injects {sorted(found)}); inject one whose factory takes {name!r} "
+                    "(e.g. optax.adamw for weight_decay, not optax.adam)"
+                )
             raise ValueError(
-                f"{what} has no optimizer hyperparameter {name!r} to set (found {where}); "
+                f"{what} has no optimizer hyperparameter {name!r} to set (none is injected); "
                 f"{HOW_TO_INJECT}"
+            )
+        if not jnp.issubdtype(found[name], jnp.floating):
+            raise ValueError(
+                f"{what}: the injected hyperparameter {name!r} is stored as {found[name]}, so "
+                f"the values set per step would be truncated; build it with a float (e.g. "
+                f"{name}=1.0, not {name}=1)"
             )

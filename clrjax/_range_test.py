@@ -30,6 +30,11 @@ from clrjax._loss_task import LossTask, check_optimizer, check_params
 from clrjax._pytorch_sgd import pytorch_sgd
 from clrjax._result import RangeTestResult
 
+AUTO_BETA_MAX = 0.98  # beta="auto" never smooths more than fastai's default
+# The rebound rule's start level: the mean raw loss of the first tenth of the steps,
+# and at least of this many (a start taken over 3 noisy batches armed it at once).
+REBOUND_MIN_START_STEPS = 10
+
 
 class RangeTestInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped a range test; :attr:`result` holds the steps that completed.
@@ -72,8 +77,10 @@ def range_test(
     shuffle: bool | str = True,
     compute_dtype: Any = None,
     smoothing: str = "debiased_ema",
-    beta: float = 0.98,
+    beta: float | str = "auto",
     diverge_threshold: float | None = 4.0,
+    diverge_rebound: float | None = 0.5,
+    rebound_min_drop: float = 0.2,
     val_data: Any = None,
     val_every: int = 1,
     val_batch_size: int | None = None,
@@ -105,11 +112,17 @@ def range_test(
     :func:`clrjax.range_test_step` instead.
 
     **Divergence.** With ``s_t`` the smoothed loss and ``b_t`` its running
-    minimum, a lane diverges at the first step where the loss is NaN/Inf or
+    minimum, a lane diverges at the first step where the loss is NaN/Inf, or
     :math:`s_t - b_t > (\tau - 1)|b_t|` (for positive losses exactly fastai's
-    :math:`s_t > \tau b_t`). That step's loss is recorded; later ones are NaN
-    (the lane is masked). Lanes never mix, so one lane's NaN/Inf cannot reach
-    another; once every lane diverged the remaining steps are skipped.
+    :math:`s_t > \tau b_t`), or it *rebounds*: with :math:`\bar\ell` the mean
+    raw loss of the first tenth of the steps (at least 10), once the smoothed loss fell below
+    :math:`\bar\ell` by more than ``rebound_min_drop`` of :math:`|\bar\ell|`
+    and then climbed back more than ``diverge_rebound`` of that fall (a
+    classifier collapsing back towards chance, which the :math:`\tau` rule
+    misses; measured in ``docs/range_test.md``). That step's loss is recorded;
+    later ones are NaN (the lane is masked). Lanes never mix, so one lane's
+    NaN/Inf cannot reach another; once every lane diverged the remaining steps
+    are skipped.
 
     Args:
       loss_fn: the loss function (protocol above).
@@ -155,9 +168,20 @@ def range_test(
       smoothing: ``"debiased_ema"`` (fastai: bias-corrected EMA) or ``"ema"``
         (torch-lr-finder: first value = first loss, no bias correction).
       beta: EMA coefficient in ``[0, 1)`` (fastai 0.98; torch-lr-finder's
-        ``smooth_f=0.05`` is ``beta=0.95``); 0 disables smoothing.
+        ``smooth_f=0.05`` is ``beta=0.95``; 0 disables smoothing), or
+        ``"auto"``: tied to the ramp, an EMA time constant of half the steps per
+        decade of learning rate, :math:`\beta = e^{-2/s}` with
+        :math:`s = ` ``num_steps / log10(end_lr / start_lr)``, at most 0.98 (a
+        fixed 0.98 over 100 steps and 8 decades lags the raw losses by a
+        decade).
       diverge_threshold: :math:`\tau` (> 1) of the divergence rule (fastai 4,
-        torch-lr-finder 5), or ``None`` to flag only NaN/Inf losses.
+        torch-lr-finder 5), or ``None``.
+      diverge_rebound: the fraction (> 0) of its fall a rebounding loss climbs
+        back before the lane is flagged, or ``None`` to turn the rule off (as
+        fastai and torch-lr-finder have it). With ``diverge_threshold`` and
+        this both ``None``, only NaN/Inf losses are flagged.
+      rebound_min_drop: the fall, as a fraction of the start level, that arms
+        the rebound rule (in ``[0, 1)``).
       val_data: validation set (a pytree of arrays shaped like ``data``, or a
         list of batches), evaluated after the update of every
         ``val_every``-th step.
@@ -263,6 +287,8 @@ def range_test(
         smoothing=smoothing,
         beta=beta,
         diverge_threshold=diverge_threshold,
+        diverge_rebound=diverge_rebound,
+        rebound_min_drop=rebound_min_drop,
         val_data=val_data,
         val_every=val_every,
         val_batch_size=val_batch_size,
@@ -304,8 +330,10 @@ def run_range_test(
     key: Any,
     shuffle: bool | str,
     smoothing: str,
-    beta: float,
+    beta: float | str,
     diverge_threshold: float | None,
+    diverge_rebound: float | None,
+    rebound_min_drop: float,
     val_data: Any,
     val_every: int,
     val_batch_size: int | None,
@@ -345,13 +373,21 @@ def run_range_test(
             UserWarning,
             stacklevel=3,
         )
+    beta = (
+        ramp_beta(num_steps, start_lr, end_lr) if isinstance(beta, str) and beta == "auto" else beta
+    )
     num.check_number("beta", beta)
     if not 0 <= beta < 1:
-        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+        raise ValueError(f"beta must be in [0, 1) or 'auto', got {beta!r}")
     if diverge_threshold is not None:
         num.check_number("diverge_threshold", diverge_threshold)
         if not diverge_threshold > 1:
             raise ValueError(f"diverge_threshold must be > 1 or None, got {diverge_threshold!r}")
+    if diverge_rebound is not None:
+        num.check_positive("diverge_rebound", diverge_rebound)
+    num.check_number("rebound_min_drop", rebound_min_drop)
+    if not 0 <= rebound_min_drop < 1:
+        raise ValueError(f"rebound_min_drop must be in [0, 1), got {rebound_min_drop!r}")
     for name, value in (("lane_group_size", lane_group_size), ("chunk_size", chunk_size)):
         if value is not None:
             num.check_count(name, value)
@@ -402,8 +438,9 @@ def run_range_test(
     tracking = _engine.Tracking(
         beta=beta,
         threshold=math.inf if diverge_threshold is None else diverge_threshold,
-        rebound=math.inf,
-        rebound_drop=0.0,
+        rebound=math.inf if diverge_rebound is None else diverge_rebound,
+        rebound_drop=rebound_min_drop,
+        start_steps=max(REBOUND_MIN_START_STEPS, num_steps // 10),
     )
     try:
         out = _engine.run(
@@ -421,6 +458,18 @@ def run_range_test(
         result = _result(stop.output, lrs, lanes, evaluate)
         raise RangeTestInterrupted(result, stop.output.steps_run) from None
     return _result(out, lrs, lanes, evaluate)
+
+
+def ramp_beta(num_steps: int, start_lr: float, end_lr: float) -> float:
+    """``beta="auto"``: an EMA time constant of half the ramp's steps per decade (<= 0.98).
+
+    Examples:
+      >>> print(round(ramp_beta(100, 1e-7, 10.0), 3), ramp_beta(10_000, 1e-7, 10.0))
+      0.852 0.98
+    """
+    _ramp.check_lr_range(start_lr, end_lr)
+    steps_per_decade = num_steps / max(math.log10(float(end_lr) / float(start_lr)), 1e-12)
+    return min(AUTO_BETA_MAX, math.exp(-2.0 / steps_per_decade))
 
 
 def check_host_memory(num_steps: int, num_lanes: int, indices_per_step: int) -> None:

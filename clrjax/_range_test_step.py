@@ -32,8 +32,10 @@ def range_test_step(
     loss_key: str = "loss",
     shuffle: bool | str = True,
     smoothing: str = "debiased_ema",
-    beta: float = 0.98,
+    beta: float | str = "auto",
     diverge_threshold: float | None = 4.0,
+    diverge_rebound: float | None = 0.5,
+    rebound_min_drop: float = 0.2,
     val_data: Any = None,
     val_every: int = 1,
     val_batch_size: int | None = None,
@@ -87,8 +89,12 @@ def range_test_step(
       loss_key: the entry of mapping metrics that holds the loss.
       shuffle: ``True``, ``False`` or ``"per_seed"`` (as in ``range_test``).
       smoothing: ``"debiased_ema"`` (fastai) or ``"ema"`` (torch-lr-finder).
-      beta: EMA coefficient in ``[0, 1)``.
+      beta: EMA coefficient in ``[0, 1)``, or ``"auto"`` (tied to the ramp).
       diverge_threshold: the divergence factor :math:`\tau` (> 1), or ``None``.
+      diverge_rebound: the fraction of its fall a rebounding loss climbs back
+        before the lane is flagged, or ``None``.
+      rebound_min_drop: the fall, as a fraction of the start level, that arms
+        the rebound rule.
       val_data: validation data, scored with ``val_step`` after every
         ``val_every``-th step.
       val_every: validation period in steps.
@@ -177,6 +183,8 @@ def range_test_step(
         smoothing=smoothing,
         beta=beta,
         diverge_threshold=diverge_threshold,
+        diverge_rebound=diverge_rebound,
+        rebound_min_drop=rebound_min_drop,
         val_data=val_data,
         val_every=val_every,
         val_batch_size=val_batch_size,

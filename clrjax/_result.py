@@ -12,6 +12,7 @@ import numpy as np
 
 from clrjax import _suggest
 from clrjax._npz import load_npz, save_npz
+from clrjax._suggest import DEFAULT_METHOD
 
 _HPARAM_PREFIX = "hparams/"
 # Entries every file written by RangeTestResult.save has.
@@ -156,7 +157,7 @@ class RangeTestResult:
         )
 
     def suggest(
-        self, method: str = "valley", *, smoothed: bool = True, **kwargs: Any
+        self, method: str = DEFAULT_METHOD, *, smoothed: bool = True, **kwargs: Any
     ) -> np.ndarray:
         """Suggested learning rate per lane (NaN where none), via :func:`clrjax.suggest`.
 
@@ -208,7 +209,7 @@ class RangeTestResult:
         return np.where(goes_on, self.num_steps, stopped)
 
     def suggest_spread(
-        self, method: str = "valley", *, smoothed: bool = True, **kwargs: Any
+        self, method: str = DEFAULT_METHOD, *, smoothed: bool = True, **kwargs: Any
     ) -> list[tuple[dict[str, float | int], _suggest.SuggestionSpread]]:
         """Spread of the suggestions over seeds, for each configuration of the grid.
 
@@ -242,7 +243,7 @@ class RangeTestResult:
             for lanes in groups.values()
         ]
 
-    def best(self, method: str = "valley", **kwargs: Any) -> BestLane:
+    def best(self, method: str = DEFAULT_METHOD, **kwargs: Any) -> BestLane:
         """The lane reaching the lowest smoothed loss, with its suggested LR.
 
         Returns:

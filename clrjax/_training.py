@@ -104,7 +104,9 @@ def train_lanes(
         key=key,
         val=val,
         smoothing="ema",
-        tracking=_engine.Tracking(beta=0.0, threshold=math.inf, rebound=math.inf, rebound_drop=0.0),
+        tracking=_engine.Tracking(
+            beta=0.0, threshold=math.inf, rebound=math.inf, rebound_drop=0.0, start_steps=1
+        ),
         request=request,
     )
     return Trained(

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clrjax._suggest import DEFAULT_METHOD
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -598,7 +600,7 @@ def plot_range_test(
     ax: Axes | None = None,
     *,
     lanes: Any = None,
-    suggest: str | Sequence[str] | None = "valley",
+    suggest: str | Sequence[str] | None = DEFAULT_METHOD,
     skip_start: int = 0,
     skip_end: int = 0,
     show_raw: bool = True,

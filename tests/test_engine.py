@@ -136,7 +136,7 @@ def lowered(driver, loss_fn=cnn_loss, params=CNN_PARAMS, lanes=2):
     )
     length = 1 if driver == "python" else 3
     shared = _engine.lane_step.Shared(
-        data=(X, Y), val=None, tracking=_engine.Tracking(*np.float32([0.9, 4.0, np.inf, 0.0]))
+        data=(X, Y), val=None, tracking=_engine.Tracking(*np.float32([0.9, 4.0, np.inf, 0.0, 1.0]))
     )
     xs = _engine.lane_step.StepX(
         step=np.arange(length, dtype=np.int32),
@@ -256,7 +256,7 @@ def test_footprint_of_a_known_step():
         x0.hparams,
         lane_x0.hparams,
     )
-    shared = _engine.lane_step.Shared((X, Y), None, _engine.Tracking(0.9, 4.0, np.inf, 0.0))
+    shared = _engine.lane_step.Shared((X, Y), None, _engine.Tracking(0.9, 4.0, np.inf, 0.0, 1))
     fp = runner._trace_footprint(spec, init_args, shared, plan, np.zeros(2, np.int32))
     # params and the momentum trace (2 x 152 floats) plus the tracker's 5 scalars
     assert fp.state_bytes == 2 * 152 * 4 + 4 * 4 + 1

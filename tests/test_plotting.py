@@ -427,7 +427,7 @@ def test_grid_small_multiples(tmp_path):
     box, *panels = _extents(legend, *fig.axes)
     assert box.x0 >= max(panel.x1 for panel in panels)
     assert box.x1 <= fig.bbox.x1
-    assert _legend_texts(legend) == ["suggested (valley)", "raw minimum"]
+    assert _legend_texts(legend) == ["suggested (minimum)", "raw minimum"]
     fig = plotting.plot_range_test_grid(result, col=None, legend="inside")
     assert fig.legends == []
     assert fig.axes[0].get_legend() is not None

@@ -22,7 +22,9 @@ N, D = 64, 3
 X = np.asarray(jax.random.normal(jax.random.key(0), (N, D)))
 Y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * np.asarray(jax.random.normal(jax.random.key(1), (N,)))
 W0 = np.zeros(D, np.float32)
-FAST = dict(batch_size=16, num_steps=30, start_lr=1e-3, end_lr=3.0)
+# The tests below check the rules fastai and torch-lr-finder share (the rebound rule,
+# on by default, has its own tests at the end).
+FAST = dict(batch_size=16, num_steps=30, start_lr=1e-3, end_lr=3.0, diverge_rebound=None)
 
 
 def mse(w, batch):
@@ -177,6 +179,7 @@ def test_matches_torch_lr_finder(case):
         smoothing="ema",
         beta=1 - case["smooth_f"],
         diverge_threshold=case["diverge_th"],
+        diverge_rebound=None,  # torch-lr-finder has only the threshold rule
     )
     k = len(case["lrs"])
     assert k < case["num_iter"]  # torch-lr-finder stopped at the diverging step ...
@@ -210,7 +213,7 @@ def test_divergence_rule_matches_reference(offset, threshold):
     def loss_fn(w, batch):
         return mse(w, batch) + offset
 
-    r = run(loss_fn=loss_fn, end_lr=10.0, diverge_threshold=threshold)
+    r = run(loss_fn=loss_fn, end_lr=10.0, diverge_threshold=threshold, beta=0.98)
     raw = r.losses[0]
     d = r.diverged_at[0]
     assert d > 0
@@ -738,3 +741,48 @@ def test_the_program_cache_keeps_no_function_alive_for_long():
     gc.collect()
     assert sum(ref() is not None for ref in alive) <= program.PROGRAM_CACHE_SIZE
     assert alive[0]() is None
+
+
+# ------------------------------------------------------------- rebound
+
+
+def test_a_classifier_collapsing_to_chance_is_flagged_by_the_rebound_rule():
+    # Logistic regression on separable digits with plain SGD: the loss falls from
+    # ln 10, then at large learning rates the logits saturate and the loss climbs back
+    # towards chance without ever reaching 4x its minimum.
+    from clrjax import demo
+
+    data = demo.load_dataset("digits")
+
+    def loss_fn(w, batch):
+        x, y = batch
+        logits = jnp.clip(x @ w, -5.0, 5.0)  # bounded logits: the loss cannot explode
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+    kw = dict(batch_size=64, num_steps=100, start_lr=1e-4, end_lr=1e3, optimizer=optax.sgd)
+    w0 = jnp.zeros((64, 10))
+    plain = clrjax.range_test(loss_fn, w0, (data.x_train, data.y_train), diverge_rebound=None, **kw)
+    ruled = clrjax.range_test(loss_fn, w0, (data.x_train, data.y_train), **kw)
+    assert plain.diverged_at[0] == -1  # the 4x rule never fires: bounded loss
+    d = int(ruled.diverged_at[0])
+    smoothed = plain.smoothed[0]
+    low = int(np.nanargmin(smoothed))
+    start = plain.losses[0, :10].mean()
+    fall = start - smoothed[: d + 1].min()
+    assert low < d < 99
+    assert fall > 0.2 * start and smoothed[d] - smoothed[: d + 1].min() > 0.5 * fall
+    previous = smoothed[:d].min()
+    assert (
+        smoothed[d - 1] - previous <= 0.5 * (start - previous) + 1e-6
+    )  # flagged at the first step
+
+
+def test_the_rebound_rule_waits_for_the_start_level_and_a_real_fall():
+    # A flat, noisy loss never falls 20% below its start: never flagged.
+    def noise(w, batch, key):
+        return mse(w, batch) * 0.0 + 1.0 + 0.3 * jax.random.uniform(key)
+
+    r = run(
+        loss_fn=noise, takes_rng=True, diverge_rebound=0.5, diverge_threshold=None, num_steps=60
+    )
+    assert r.diverged_at[0] == -1

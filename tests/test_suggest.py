@@ -170,7 +170,7 @@ def test_goldens_cover_the_cases():
 def test_fixed_valley_is_one_point_after_fastai_except_the_wrap(name):
     fastai_index = GOLDENS[name]["fastai_valley_index"]
     expected_index = 0 if name == "valley_edge_bug" else fastai_index + 1
-    assert _result(name).suggest() == [_fastai_points(name)[expected_index]]
+    assert _result(name).suggest("valley") == [_fastai_points(name)[expected_index]]
 
 
 def test_valley_by_hand():
@@ -188,8 +188,8 @@ def test_valley_edge_bug_by_hand():
     lrs = np.array([1e-3, 1e-2, 1e-1, 1.0])
     losses = np.array([2.0, 1.9, 2.1, 2.2])  # one step down, then only up
     kwargs = {"skip_start": 0, "skip_end": 0}
-    assert clrjax.suggest(lrs, losses, fastai_compat=True, **kwargs) == 1.0  # wraps to the end
-    assert clrjax.suggest(lrs, losses, **kwargs) == 1e-3
+    assert clrjax.suggest(lrs, losses, "valley", fastai_compat=True, **kwargs) == 1.0  # wraps
+    assert clrjax.suggest(lrs, losses, "valley", **kwargs) == 1e-3
 
 
 def _valley_index_quadratic(losses):
@@ -340,7 +340,7 @@ def test_errors():
     with pytest.raises(ValueError, match="adjust_value must be > 0"):
         clrjax.suggest(lrs, losses[None].repeat(2, 0), "slide", adjust_value=0.0)
     with pytest.raises(TypeError, match="fastai_compat must be a bool"):
-        clrjax.suggest(lrs, losses, fastai_compat="yes")
+        clrjax.suggest(lrs, losses, "valley", fastai_compat="yes")
     # Options are checked even when no curve is long enough to use them.
     with pytest.raises(ValueError, match="lr_diff must be an integer >= 1"):
         clrjax.suggest(lrs, np.full(20, np.nan), "slide", lr_diff=-2)

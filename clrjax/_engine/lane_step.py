@@ -6,13 +6,16 @@ Per lane and step ``t`` with raw loss :math:`\ell_t`:
   :math:`v_t = \beta v_{t-1} + (1 - \beta)\ell_t` from :math:`v_{-1} = 0`,
   :math:`s_t = v_t / (1 - \beta^{t+1})`; (``"ema"``, torch-lr-finder):
   :math:`s_0 = \ell_0`, :math:`s_t = \beta s_{t-1} + (1 - \beta)\ell_t`;
-* **divergence**: with :math:`b_t = \min_{u \le t} s_u` and :math:`s_0` the
-  first smoothed loss, the lane diverges at the first step where :math:`\ell_t`
-  or :math:`s_t` is NaN/Inf, or :math:`s_t - b_t > (\tau - 1)|b_t|` (for
-  positive losses exactly fastai's and torch-lr-finder's :math:`s_t > \tau b_t`),
-  or the loss *rebounds*: after falling below :math:`s_0 - \delta |s_0|` it
-  climbs back to within :math:`\rho` of where it started,
-  :math:`s_t - b_t > \rho (s_0 - b_t)` (a classifier collapsing to chance).
+* **divergence**: with :math:`b_t = \min_{u \le t} s_u`, the lane diverges at
+  the first step where :math:`\ell_t` or :math:`s_t` is NaN/Inf, or
+  :math:`s_t - b_t > (\tau - 1)|b_t|` (for positive losses exactly fastai's and
+  torch-lr-finder's :math:`s_t > \tau b_t`), or the loss *rebounds*: with
+  :math:`\bar\ell` the mean raw loss of the first :math:`k` steps and
+  :math:`d_t = \bar\ell - b_t`, at a step :math:`t \ge k` where
+  :math:`d_t > \delta |\bar\ell|` (it fell by a fraction :math:`\delta` of its
+  start) and :math:`s_t - b_t > \rho\, d_t` (it climbed back a fraction
+  :math:`\rho` of that fall): a classifier collapsing back towards chance,
+  which the :math:`\tau` rule misses.
 
 A diverged lane's outputs are NaN from the step after the one that flagged it
 (that step's loss is recorded, as the reference tools record it); lanes never
@@ -35,7 +38,7 @@ class Tracker(NamedTuple):
 
     Attributes:
       ema: the smoothing state (:math:`v_t`, or :math:`s_t` for ``"ema"``).
-      start: the first smoothed loss :math:`s_0`.
+      start: the mean raw loss of the first ``start_steps`` steps.
       best: the lowest smoothed loss so far :math:`b_t`.
       alive: the lane has not diverged.
       diverged_at: the step that flagged the lane, or -1.
@@ -93,15 +96,18 @@ class Tracking(NamedTuple):
     Attributes:
       beta: the smoothing coefficient :math:`\beta` in ``[0, 1)``.
       threshold: :math:`\tau` (``inf``: off).
-      rebound: :math:`\rho` (``inf``: off).
-      rebound_drop: :math:`\delta`, the relative fall below :math:`s_0` that
+      rebound: :math:`\rho`, the fraction of the fall a rebound climbs back
+        (``inf``: off).
+      rebound_drop: :math:`\delta`, the relative fall from the start level that
         arms the rebound rule.
+      start_steps: :math:`k`, the steps whose mean raw loss is the start level.
     """
 
     beta: Any
     threshold: Any
     rebound: Any
     rebound_drop: Any
+    start_steps: Any
 
 
 class LaneConsts(NamedTuple):
@@ -172,11 +178,16 @@ def track(
 ) -> tuple[Tracker, jax.Array]:
     """Updates a lane's :class:`Tracker` with this step's loss; returns it and the smoothed loss."""
     ema, smoothed = _smooth(kind, tracker.ema, loss, step, tracking.beta)
-    start = jnp.where(step == 0, smoothed, tracker.start)
+    starting = step < tracking.start_steps
+    start = jnp.where(starting, tracker.start + (loss - tracker.start) / (step + 1), tracker.start)
     best = jnp.minimum(smoothed, tracker.best)
     blown_up = smoothed - best > (tracking.threshold - 1) * jnp.abs(best)
-    fell = best < start - tracking.rebound_drop * jnp.abs(start)
-    rebounded = fell & (smoothed - best > tracking.rebound * (start - best))
+    fall = start - best
+    rebounded = (
+        ~starting
+        & (fall > tracking.rebound_drop * jnp.abs(start))
+        & (smoothed - best > tracking.rebound * fall)
+    )
     bad = ~jnp.isfinite(loss) | ~jnp.isfinite(smoothed) | blown_up | rebounded
     alive = tracker.alive & ~bad
     new = Tracker(

@@ -32,7 +32,7 @@ class Placement(NamedTuple):
     Attributes:
       kind: one of :data:`PLACEMENTS`.
       group: lanes per ``lax.map`` iteration (``"map"``, ``"serial"``; ``None``:
-        all lanes for ``"map"``, one for ``"serial"``).
+        one lane at a time).
       shards: devices the lane axis is split over (1: not split).
     """
 

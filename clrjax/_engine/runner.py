@@ -314,7 +314,8 @@ def _trace_footprint(
     )
     x0, lane_x0 = plan.first()
     lane_x = jax.tree.map(lambda a: a[0], lane_x0)
-    lane_step = make_lane_step(spec.task, spec.smoothing, spec.evaluates)
+    # Without validation: it runs on a few steps only and must not count as a step's work.
+    lane_step = make_lane_step(spec.task, spec.smoothing, evaluates=False)
     return strategy.footprint(lane_step, state, consts, shared, x0, lane_x)
 
 
@@ -327,8 +328,8 @@ def _fastest(
     plan: StepPlan,
 ) -> ProgramSpec:
     """``"timed"``: the faster of ``"vmap"`` and ``"serial"`` on the first chunk (cached)."""
-    if not plan.source.indexed:  # timing would consume the stream's batches
-        return spec
+    if not plan.source.indexed or choice.placement.kind == "map":
+        return spec  # timing would consume a stream's batches, or exceed the memory budget
     key = (spec, choice, _shape_key((init_args, shared)))
     if key not in _TIMED:
         if len(_TIMED) >= _CACHE_SIZE:

@@ -39,6 +39,7 @@ SERIAL_STEP_FLOPS = 2e6
 # so that Ctrl-C and the early stop act within about a second.
 SCAN_MAX_SECONDS = 1.0
 CPU_FLOPS_PER_SECOND = 50e9
+ACCELERATOR_FLOPS_PER_SECOND = 10e12
 
 
 class Footprint(NamedTuple):
@@ -146,6 +147,14 @@ def host_memory_budget() -> float:
     return math.inf
 
 
+def _size(num_bytes: float) -> str:
+    """E.g. ``"1.5 GiB"``, ``"12 KiB"``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.3g} {unit}"
+    return f"{num_bytes:.0f} bytes"
+
+
 def lanes_that_fit(fp: Footprint, num_lanes: int, budget: float) -> int:
     """The most lanes (0 .. ``num_lanes``) that may step together within ``budget``."""
     fits = [b for b in range(1, num_lanes + 1) if fp.total(num_lanes, b) <= budget]
@@ -172,7 +181,8 @@ def choose_driver(
         return driver
     if fp is not None and on_cpu and fp.convolutions:
         return "python"
-    if wants_chunks or work / CPU_FLOPS_PER_SECOND > SCAN_MAX_SECONDS:
+    rate = CPU_FLOPS_PER_SECOND if on_cpu else ACCELERATOR_FLOPS_PER_SECOND
+    if wants_chunks or work / rate > SCAN_MAX_SECONDS:
         return "chunks"
     return "scan"
 
@@ -187,11 +197,13 @@ def choose_placement(
     on_cpu: bool,
     driver: str,
 ) -> Placement:
-    """The lanes' placement on one device (rules in the module docstring)."""
-    if kind not in ("auto", "timed"):
+    """The lanes' placement on one device (rules in the module docstring).
+
+    ``fp`` may be ``None`` only with an explicit ``kind`` (then no rule is applied,
+    and no memory check: the caller chose).
+    """
+    if kind not in ("auto", "timed") or fp is None:
         return Placement(kind, None if kind == "vmap" else group)
-    if fp is None:  # nothing known about the step (a stream of batches): the default
-        return Placement("vmap", group)
     loops = driver != "python"
     if on_cpu:
         big = (
@@ -206,9 +218,9 @@ def choose_placement(
     if fit == 0:
         need = fp.total(lanes_per_device, 1)
         raise MemoryError(
-            f"the run needs about {need / 2**30:.2f} GiB per device with one lane stepping at a "
-            f"time, more than the budget of {budget / 2**30:.2f} GiB (max_memory); use fewer "
-            "lanes, a smaller batch_size, or raise max_memory"
+            f"the run needs about {_size(need)} per device with one lane stepping at a "
+            f"time, more than the budget of {_size(budget)} (max_memory); use fewer lanes, a "
+            "smaller batch_size, or raise max_memory"
         )
     if serial:  # one lane at a time: the least memory
         return Placement("serial")
