@@ -12,6 +12,9 @@ Shows:
   :func:`clrjax.one_cycle_schedule` and cyclical momentum
   (:func:`clrjax.one_cycle_momentum_schedule`) via :func:`clrjax.scheduled`.
 
+Already have a train step and a train state? ``examples/train_step_range_test.py``
+passes them to :func:`clrjax.range_test_step` unchanged.
+
 The data are scikit-learn's 8x8 digits (offline). Usage::
 
     python examples/flax_linen_range_test.py           # ~15 s on 2 CPU cores

@@ -12,6 +12,9 @@ Shows:
   :func:`clrjax.scheduled` from :func:`clrjax.one_cycle_schedule` and
   :func:`clrjax.one_cycle_momentum_schedule`.
 
+Already have a train step and a train state? ``examples/train_step_range_test.py``
+passes them to :func:`clrjax.range_test_step` unchanged.
+
 The data are scikit-learn's 8x8 digits (offline). Usage::
 
     python examples/flax_nnx_range_test.py           # ~15 s on 2 CPU cores

@@ -75,3 +75,22 @@ def test_flax_examples_quick(name, capsys):
     assert re.search(r"max LR [\d.e-]+", out)
     assert out.count("epoch ") == 2
     assert _final_accuracy(out) > 30.0
+
+
+def test_train_step_example_quick(capsys):
+    pytest.importorskip("flax")
+    assert _load("train_step_range_test").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "Flax linen TrainState" in out and "Flax NNX nnx.Optimizer" in out
+    lanes = re.findall(r"weight_decay=([\d.e-]+)\s+valley LR ([\d.e-]+|nan)", out)
+    assert [wd for wd, _ in lanes] == ["0.1", "0.01", "0.0001"] * 2
+    picks = [
+        float(re.search(r"valley LR ([\d.e-]+) \(ran", line).group(1))
+        for line in out.splitlines()
+        if "best lane" in line
+    ]
+    assert len(picks) == 2 and all(1e-5 < lr < 10.0 for lr in picks)
+    val_loss = float(re.search(r"lowest test loss during the test: ([\d.]+)", out).group(1))
+    assert val_loss < np.log(10)  # below chance: validation ran on the lanes' states
+    assert out.count("  epoch ") == 2
+    assert _final_accuracy(out) > 30.0
