@@ -12,7 +12,7 @@ from clrjax._cyclic import (
     triangular2_schedule,
     triangular_schedule,
 )
-from clrjax._find_schedule import find_schedule
+from clrjax._find_schedule import find_schedule, find_schedule_step
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
 from clrjax._pytorch_sgd import pytorch_sgd
@@ -38,6 +38,7 @@ __all__ = [
     "cyclic_schedule",
     "exp_range_schedule",
     "find_schedule",
+    "find_schedule_step",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
     "pytorch_sgd",

@@ -1,7 +1,8 @@
 """Candidate schedules: peak learning rates read off a range-test curve, times schedule kinds.
 
 A *candidate* is a schedule kind, a peak learning rate and a point of the
-hyperparameter grid. :func:`peak_bracket` proposes the peaks of one curve;
+hyperparameter grid. :func:`peak_bracket` proposes the peaks of one curve
+(from its suggestions);
 :func:`kind_schedules` turns a kind and a peak into the learning-rate (and
 momentum) schedule of a run of any length, so the same candidate can be
 trained on a short budget and on the full one.
@@ -18,7 +19,8 @@ Kinds:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -27,7 +29,6 @@ import numpy as np
 import optax
 
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
-from clrjax._suggest import SUGGESTION_METHODS, suggest
 
 KINDS = ("one_cycle", "decay")
 MOMENTUM_NAMES = ("momentum", "b1")  # the optimizer argument one-cycle cycles
@@ -40,7 +41,8 @@ class Candidate(NamedTuple):
       kind: one of :data:`KINDS`.
       peak: the peak (one-cycle) or initial (decay) learning rate.
       hparams: the grid point, ``name -> value`` (empty without a grid).
-      source: the suggestion methods (or ``"spread"``) that proposed ``peak``.
+      source: the suggestion methods whose pick is nearest to ``peak`` (``""``:
+        a point of the geometric spread only).
     """
 
     kind: str
@@ -54,43 +56,67 @@ class Candidate(NamedTuple):
         return f"{self.kind} {self.peak:.3g}" + (f" ({grid})" if grid else "")
 
 
-def peak_bracket(
-    lrs: np.ndarray, smoothed: np.ndarray, *, spread: int, merge_ratio: float
-) -> list[tuple[float, str]]:
-    """Peak learning rates proposed by one range-test curve, with their sources.
+class Bracket(NamedTuple):
+    """The peak learning rates one range-test curve proposes.
 
-    Every suggestion method's pick, the ``minimum / 10`` rule, and ``spread``
-    points spaced geometrically between the valley and the learning rate of the
-    lowest smoothed loss (both included). Peaks closer than ``merge_ratio`` to
-    a smaller one are merged into it (their sources joined).
-
-    Returns:
-      ``[(peak, source), ...]`` in increasing order (empty when the curve gives
-      no suggestion at all).
+    Attributes:
+      peaks: increasing peak learning rates.
+      sources: for each peak, the suggestion methods whose pick is nearest to it
+        (``""`` for a point of the spread alone).
+      outside: ``method -> pick`` for picks too far outside the bracket to be
+        raced (the erratic ones).
     """
-    picks: list[tuple[float, str]] = []
-    for method in SUGGESTION_METHODS:
-        lr = float(suggest(lrs, smoothed, method=method))
-        if np.isfinite(lr):
-            picks.append((lr, method))
-    minimum = dict((s, lr) for lr, s in picks).get("minimum")
-    if minimum is not None:
-        picks.append((minimum / 10, "minimum/10"))
-    low = dict((s, lr) for lr, s in picks).get("valley")
-    finite = np.isfinite(smoothed)
-    if low is not None and finite.any() and spread > 0:
-        high = float(lrs[finite][np.argmin(smoothed[finite])])
-        if high > low:
-            for lr in np.geomspace(low, high, spread):
-                picks.append((float(lr), "spread"))
-    merged: list[tuple[float, list[str]]] = []
-    for lr, source in sorted(picks):
-        if merged and lr < merged[-1][0] * merge_ratio:
-            if source not in merged[-1][1]:
-                merged[-1][1].append(source)
+
+    peaks: tuple[float, ...]
+    sources: tuple[str, ...]
+    outside: dict[str, float]
+
+
+def peak_bracket(picks: Mapping[str, float], *, ratio: float, upper: float) -> Bracket:
+    r"""Peaks spaced geometrically from the ``valley`` pick to ``upper`` x the lowest loss's LR.
+
+    With :math:`lo` the ``"valley"`` pick and :math:`hi` ``upper`` times the
+    learning rate of the lowest smoothed loss (ten times the ``"minimum"``
+    pick), the peaks are :math:`k = \max(2, \lceil \ln(hi/lo) / \ln r \rceil + 1)`
+    points spaced geometrically from :math:`lo` to :math:`hi` (ratio at most
+    :math:`r`). A curve without that order (flat, or broken) gives the
+    ``"minimum"`` pick times 1/3, 1 and 3; no pick at all, no peak.
+
+    Args:
+      picks: ``method -> suggested learning rate`` (NaN: no suggestion), e.g.
+        the log-medians over the seeds of one grid point.
+      ratio: the largest ratio between neighbouring peaks.
+      upper: the bracket's top, as a multiple of the lowest loss's learning rate.
+
+    Examples:
+      >>> b = peak_bracket({"valley": 0.01, "minimum": 0.05, "steep": 0.02, "slide": 3.0},
+      ...                  ratio=2.5, upper=2.0)
+      >>> print([round(p, 4) for p in b.peaks])
+      [0.01, 0.0215, 0.0464, 0.1, 0.2154, 0.4642, 1.0]
+      >>> print(b.sources, b.outside)
+      ('valley', 'steep', 'minimum', '', '', '', '') {'slide': 3.0}
+    """
+    finite = {m: float(v) for m, v in picks.items() if np.isfinite(v) and v > 0}
+    minimum = finite.get("minimum")
+    if minimum is None:
+        return Bracket((), (), {})
+    low, high = finite.get("valley", math.nan), upper * 10 * minimum
+    if low < high:
+        count = max(2, math.ceil(math.log(high / low) / math.log(ratio)) + 1)
+        peaks = np.geomspace(low, high, count)
+    else:
+        peaks = minimum * np.array([1 / 3, 1.0, 3.0])
+    logs = np.log(peaks)
+    half_step = math.log(ratio) / 2
+    sources: list[list[str]] = [[] for _ in peaks]
+    outside = {}
+    for method, lr in finite.items():
+        nearest = int(np.argmin(np.abs(logs - math.log(lr))))
+        if abs(logs[nearest] - math.log(lr)) <= half_step:
+            sources[nearest].append(method)
         else:
-            merged.append((lr, [source]))
-    return [(lr, ", ".join(sources)) for lr, sources in merged]
+            outside[method] = lr
+    return Bracket(tuple(map(float, peaks)), tuple(", ".join(s) for s in sources), outside)
 
 
 def momentum_default(optimizer: Callable[..., Any]) -> tuple[str | None, float | None]:

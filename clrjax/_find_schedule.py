@@ -1,7 +1,12 @@
-"""``find_schedule``: the range test proposes schedules, a race of them decides."""
+"""``find_schedule``: the range test proposes schedules, a race of them decides.
+
+The design and its defaults come from measurements on mnist1d, digits, mnist1d
+with AdamW and a held-out MLP (``docs/find_schedule.md``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,24 +16,35 @@ import jax
 import numpy as np
 import optax
 
-from clrjax import _engine, _grid
+from clrjax import _engine, _grid, _injected
 from clrjax import _numerics as num
-from clrjax._candidates import KINDS, Candidate, momentum_default, peak_bracket, schedule_arrays
+from clrjax._candidates import (
+    KINDS,
+    MOMENTUM_NAMES,
+    Candidate,
+    momentum_default,
+    peak_bracket,
+    schedule_arrays,
+)
 from clrjax._engine.feeding import example_count, is_batch_stream, validation_batches
 from clrjax._loss_task import LossTask, check_factory, check_params
 from clrjax._pytorch_sgd import pytorch_sgd
-from clrjax._race import rung_sizes, successive_halving
+from clrjax._race import successive_halving, winner
 from clrjax._range_test import range_test
+from clrjax._range_test_step import range_test_step
+from clrjax._result import RangeTestResult
 from clrjax._schedule_choice import ScheduleChoice
+from clrjax._step_task import StepTask
+from clrjax._suggest import SUGGESTION_METHODS
 from clrjax._training import train_lanes
 
-# The race's shape (see docs/find_schedule.md for the measurements behind it):
+RANGE_TEST_SEEDS = 5  # range-test lanes per grid point (suggestions: their log-median)
+PEAK_RATIO = 2.5  # the largest ratio between neighbouring candidate peaks
+BRACKET_TOP = 2.0  # the top peak, as a multiple of the LR of the lowest range-test loss
 RUNG_FRACTIONS = (1 / 9, 1 / 3, 1.0)  # each rung's budget, as a fraction of total_steps
-ETA = 3.0  # a rung keeps the best 1/ETA of the candidates of the one before
+RUNG_KEEP = (4, 2)  # candidates entering the second and the third rung
 RUNG_SEEDS = (1, 1, 2)  # runs per candidate in each rung (scores are their mean)
-SPREAD = 4  # peaks spaced geometrically between the valley and the minimum of the curve
-MERGE_RATIO = 1.25  # peaks closer than this factor are one candidate
-EVALS_PER_RUNG = 4  # validation points per run (the last one and earlier ones)
+TRUST_RATIO = 1.05  # without a metric: a rung's val losses rank while final/min <= this
 
 
 def find_schedule(
@@ -43,12 +59,12 @@ def find_schedule(
     grid: Mapping[str, Sequence[float]] | None = None,
     val_metric: Callable[..., Any] | None = None,
     kinds: Sequence[str] = KINDS,
-    steps_per_epoch: float | None = None,
+    steps_per_epoch: int | None = None,
     decay_rate: float = 0.97,
     init_fn: Callable[[jax.Array], Any] | None = None,
     key: jax.Array | int | None = None,
     range_test_steps: int = 100,
-    start_lr: float = 1e-7,
+    start_lr: float = 1e-5,
     end_lr: float = 10.0,
     val_batch_size: int | None = None,
     has_aux: bool = False,
@@ -60,32 +76,37 @@ def find_schedule(
 ) -> ScheduleChoice:
     r"""Picks a learning-rate schedule that wins, by racing the range test's candidates.
 
-    1. **Range test** (one lane per ``grid`` point): the curve proposes a
-       bracket of peak learning rates: every suggestion method's pick, the
-       ``minimum / 10`` rule and a geometric spread between the valley and the
-       lowest loss.
-    2. **Candidates**: every peak times every schedule kind (``"one_cycle"``
-       with cyclical momentum when the optimizer has a ``momentum``/``b1``
-       default, and ``"decay"``: constant with a ``decay_rate`` per-epoch
-       decay), times every grid point.
-    3. **Race** (successive halving): every candidate trains as a lane of one
-       compiled program with its schedule scaled to a short budget and is scored
-       on ``val_data``; the best third continues on a three times longer
-       budget, from scratch, and the last rung trains the finalists for the full
-       ``total_steps`` with two seeds. The best of the last rung wins.
+    1. **Range test** (:func:`clrjax.range_test`, 5 seeds per ``grid`` point):
+       the curve proposes a bracket of peak learning rates from the ``valley``
+       pick up to twice the learning rate of the lowest loss, spaced by at most
+       2.5x (6-7 peaks on the tasks measured); every suggestion method's pick
+       falls near one of them (the erratic ones outside are reported).
+    2. **Candidates**: every peak times every schedule kind (``"one_cycle"``,
+       with the momentum or Adam's ``b1`` cycled 0.95 -> 0.85 -> 0.95 when the
+       optimizer has one, and ``"decay"``: the peak decayed by ``decay_rate``
+       every epoch), times every ``grid`` point.
+    3. **Race** (successive halving, Jamieson & Talwalkar 2016): every candidate
+       trains as a lane of one compiled program for a ninth of ``total_steps``
+       (its schedule scaled to that budget), scored on ``val_data`` after every
+       epoch; the best 4 train again for a third of the budget; the best 2 for
+       the full budget with two seeds each. The best of the last rung wins.
 
-    **The score** (higher is better): ``val_metric`` after the run's last step
-    when given (e.g. accuracy), else minus the lowest validation loss seen
-    during the run: a validation loss that rises late from overconfidence
-    while the predictions still improve then does not push the choice towards
-    small learning rates.
+    **Scores** (higher is better). With ``val_metric`` (e.g. accuracy): the
+    metric after a run's last step. Without: minus the validation loss after
+    the last step, while a rung can be trusted to rank by it; once the
+    validation loss rises from overconfidence while the predictions may still
+    improve (the median run ends more than 5% above its lowest validation
+    loss), the race stops and the last trusted rung decides (a first rung like
+    that ranks by the lowest validation loss instead). Pass ``val_metric`` for
+    classifiers: measured, the validation loss alone can prefer peaks 8-16x too
+    small.
 
-    **Cost.** The race trains about ``n/9 + (n/3)/3 + 2 (n/9)`` full-length
-    runs for ``n`` candidates (about 2 full runs per 9 candidates with the
-    default rungs): with the default bracket (5-10 peaks, 2 kinds) a few to ten
-    runs of ``total_steps``, all lanes of a few compiled programs. The cost of
-    each stage is recorded in the result (``rungs``, ``seconds``) and printed
-    with ``progress``.
+    **Cost.** About ``n/9 + 4/3 + 4`` runs of ``total_steps`` for ``n``
+    candidates (about 7 for 14 candidates), plus the range test and a few
+    compiles: on CPU 2-3x the time of training 5 seeds for the full budget
+    (``docs/find_schedule.md``); on accelerators, where lanes run side by side,
+    less. Each stage's time is in the result (``rungs``, ``seconds``) and is
+    printed with ``progress``.
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (the protocol of
@@ -100,12 +121,12 @@ def find_schedule(
       grid: ``{name: values}`` of optimizer arguments raced as well (e.g.
         ``{"weight_decay": [0, 5e-4]}``: Smith's recipe searches it this way).
       val_metric: ``val_metric(params, batch) -> scalar``, higher is better
-        (e.g. accuracy); without it the score comes from the validation loss.
+        (e.g. accuracy).
       kinds: the schedule kinds raced, a subset of ``("one_cycle", "decay")``.
-      steps_per_epoch: steps between two decays of ``"decay"`` (default: the
-        steps of one pass over ``data``).
-      decay_rate: the ``"decay"`` factor per epoch (0.97, the seed recipe's).
-      init_fn: ``init_fn(key) -> params``: each seed of the race draws its own.
+      steps_per_epoch: steps of one epoch (``"decay"`` decays once per epoch;
+        runs are scored after each); default ``len(data) // batch_size``.
+      decay_rate: the ``"decay"`` factor per epoch (the seed recipe's 0.97).
+      init_fn: ``init_fn(key) -> params``: every seed draws its own parameters.
       key: a PRNG key or an int seed (default 0).
       range_test_steps: steps of the range test.
       start_lr: the range test's first learning rate.
@@ -116,7 +137,7 @@ def find_schedule(
       strategy: how lanes share the machine (see :func:`clrjax.range_test`).
       shard_lanes: split lanes over all devices (``None``: when there are several).
       max_memory: bytes the lanes may use per device.
-      progress: print each stage's cost on stderr; ``None``: when stderr is a terminal.
+      progress: print each stage's time on stderr; ``None``: when stderr is a terminal.
 
     Returns:
       The :class:`clrjax.ScheduleChoice`.
@@ -140,24 +161,8 @@ def find_schedule(
     begin = time.perf_counter()
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
-    num.check_count("total_steps", total_steps, minimum=2)
-    num.check_count("batch_size", batch_size)
-    if val_data is None:
-        raise ValueError("val_data is required: the race scores candidates on held-out data")
     if val_metric is not None and not callable(val_metric):
         raise TypeError(f"val_metric must be callable, got {val_metric!r}")
-    kinds = tuple(kinds) if not isinstance(kinds, str) else (kinds,)
-    if not kinds:
-        raise ValueError("kinds must name at least one schedule kind")
-    for kind in kinds:
-        num.check_choice("kinds", kind, KINDS)
-    num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
-    if is_batch_stream(data):
-        raise TypeError("data must be a pytree of arrays (the race draws its own batches)")
-    num_examples = example_count(data)
-    if steps_per_epoch is None:
-        steps_per_epoch = max(1, num_examples // batch_size)
-    num.check_positive("steps_per_epoch", steps_per_epoch)
     if params is None and init_fn is None:
         raise ValueError("params must be given unless init_fn is")
     params_shape = params if init_fn is None else jax.eval_shape(init_fn, jax.random.key(0))
@@ -171,14 +176,18 @@ def find_schedule(
     lanes = _grid.expand_grid(grid, None)
     check_factory(optimizer, lanes.optimizer_names)
     moment, base_momentum = momentum_default(optimizer)
-    like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
-    val = validation_batches(val_data, val_batch_size, like)
-    if progress is None:
-        progress = sys.stderr.isatty()
+    settings = _Settings.checked(
+        data,
+        val_data,
+        total_steps=total_steps,
+        batch_size=batch_size,
+        kinds=kinds,
+        steps_per_epoch=steps_per_epoch,
+        decay_rate=decay_rate,
+        val_batch_size=val_batch_size,
+        progress=progress,
+    )
     key = _grid.as_key(key)
-    report = _reporter(progress)
-
-    # 1. the range test: one lane per grid point
     curve = range_test(
         loss_fn,
         params,
@@ -189,33 +198,18 @@ def find_schedule(
         end_lr=end_lr,
         optimizer=optimizer,
         grid=grid,
+        seeds=list(range(RANGE_TEST_SEEDS)),
         init_fn=init_fn,
         key=key,
         has_aux=has_aux,
         takes_rng=takes_rng,
+        shuffle="per_seed",
         strategy=strategy,
         shard_lanes=shard_lanes,
         max_memory=max_memory,
         progress=False,
     )
-    report(f"range test: {curve.num_lanes} lanes x {range_test_steps} steps", begin)
-
-    # 2. candidates: peaks of every grid point's curve x kinds
-    candidates: list[Candidate] = []
-    for lane in range(curve.num_lanes):
-        hparams = {k: float(v) for k, v in curve.lane_hparams(lane).items()}
-        smoothed = _recorded(curve, lane)
-        for peak, source in peak_bracket(
-            curve.lrs, smoothed, spread=SPREAD, merge_ratio=MERGE_RATIO
-        ):
-            candidates.extend(Candidate(kind, peak, hparams, source) for kind in kinds)
-    if not candidates:
-        raise ValueError(
-            "the range test gave no usable curve (every lane diverged at once or gave NaN); "
-            "check start_lr and the loss"
-        )
-
-    # 3. the race
+    settings.report(f"range test: {curve.num_lanes} lanes x {range_test_steps} steps", begin)
     task = LossTask(
         loss_fn=loss_fn,
         optimizer=optimizer,
@@ -226,96 +220,354 @@ def find_schedule(
         init_fn=init_fn,
     )
     request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
-    budgets = [max(2, round(total_steps * f)) for f in RUNG_FRACTIONS]
-    race_key = jax.random.fold_in(key, 1)
-
-    def train(indices: np.ndarray, num_steps: int, num_seeds: int) -> tuple[np.ndarray, str]:
-        chosen = [candidates[i] for i in indices]
-        lanes_of = [c for c in chosen for _ in range(num_seeds)]
-        scale = num_steps / total_steps  # a shorter run keeps the decay's total
-        lrs, moms = schedule_arrays(
-            lanes_of,
-            num_steps,
-            steps_per_epoch=steps_per_epoch * scale,
-            decay_rate=decay_rate,
-            momentum=base_momentum if moment else None,
-        )
-        schedules = {"learning_rate": lrs}
-        if moms is not None:
-            schedules[moment] = moms
-        constants = {
-            name: np.array([c.hparams[name] for c in lanes_of], num.float_dtype())
-            for name in lanes.optimizer_names
-        }
-        evals = np.unique(np.linspace(0, num_steps - 1, EVALS_PER_RUNG + 1)[1:].round().astype(int))
-        start = time.perf_counter()
-        trained = train_lanes(
-            task,
-            (params, None),
-            data,
-            num_steps=num_steps,
-            batch_size=batch_size,
-            schedules=schedules,
-            constants=constants,
-            seeds=np.tile(np.arange(num_seeds), len(chosen)),
-            key=race_key,
-            val=val,
-            eval_steps=evals,
-            request=request,
-        )
-        scores = _score(trained.scores, val_metric is not None).reshape(len(chosen), num_seeds)
-        report(
-            f"race rung: {len(chosen)} candidates x {num_seeds} seeds x {num_steps} steps "
-            f"({trained.strategy})",
-            start,
-        )
-        return scores, trained.strategy
-
-    keep = rung_sizes(len(candidates), len(budgets), ETA)
-    rungs = successive_halving(train, len(candidates), budgets, keep, RUNG_SEEDS)
-    last = rungs[-1]
-    winner = candidates[int(last.candidates[int(np.argmax(last.mean_scores))])]
-    seconds = time.perf_counter() - begin
-    report(f"find_schedule: {len(candidates)} candidates, winner {winner.label()}", begin)
-    return ScheduleChoice(
-        kind=winner.kind,
-        learning_rate=winner.peak,
-        hparams=winner.hparams,
-        total_steps=total_steps,
-        steps_per_epoch=float(steps_per_epoch),
-        decay_rate=float(decay_rate),
-        momentum_name=moment,
+    return _race(
+        task,
+        (params, None),
+        data,
+        curve,
+        settings,
+        key,
+        request,
+        begin,
+        moment=moment,
         base_momentum=base_momentum,
-        candidates=tuple(candidates),
-        rungs=tuple(rungs),
-        score="validation metric" if val_metric is not None else "-min validation loss",
-        range_test=curve,
-        seconds=seconds,
+        has_metric=val_metric is not None,
+        grid_names=lanes.optimizer_names,
         factory=optimizer,
     )
 
 
-def _recorded(curve: Any, lane: int) -> np.ndarray:
-    """The lane's smoothed curve up to where it stopped (NaN after)."""
-    smoothed = np.array(curve.smoothed[lane])
-    d = int(curve.diverged_at[lane])
-    if d >= 0:
-        smoothed[d + 1 :] = np.nan
-    return smoothed
+def find_schedule_step(
+    train_step: Callable[..., Any],
+    train_state: Any,
+    data: Any,
+    *,
+    val_data: Any,
+    val_step: Callable[..., Any],
+    total_steps: int,
+    batch_size: int = 128,
+    grid: Mapping[str, Sequence[float]] | None = None,
+    metric_key: str | None = None,
+    loss_key: str = "loss",
+    kinds: Sequence[str] = KINDS,
+    steps_per_epoch: int | None = None,
+    decay_rate: float = 0.97,
+    init_fn: Callable[[jax.Array], Any] | None = None,
+    key: jax.Array | int | None = None,
+    range_test_steps: int = 100,
+    start_lr: float = 1e-5,
+    end_lr: float = 10.0,
+    val_batch_size: int | None = None,
+    takes_rng: bool = False,
+    strategy: str = "auto",
+    shard_lanes: bool | None = None,
+    max_memory: float | None = None,
+    progress: bool | None = None,
+) -> ScheduleChoice:
+    """:func:`find_schedule` for your own ``train_step(state, batch) -> (state, metrics)``.
+
+    The train state's optimizer must inject its hyperparameters
+    (``optax.inject_hyperparams``, as for :func:`clrjax.range_test_step`): each
+    lane's learning rate, its cycled ``momentum``/``b1`` (when injected) and its
+    grid values are set in the state before every step. The range test runs
+    through :func:`clrjax.range_test_step`, the race through the same train
+    step. The result's :attr:`~clrjax.ScheduleChoice.schedule` and
+    :attr:`~clrjax.ScheduleChoice.momentum` are the schedules to build your
+    optimizer with (``ScheduleChoice.optimizer`` needs a factory).
+
+    Args:
+      train_step: ``train_step(state, batch[, key]) -> (state, metrics)``.
+      train_state: the initial train state (or ``None`` with ``init_fn``).
+      data: training data, a pytree of arrays sharing a leading example axis.
+      val_data: validation data shaped like ``data``.
+      val_step: ``val_step(state, batch) -> metrics`` on validation batches.
+      total_steps: the training budget the schedule is for (>= 2).
+      batch_size: examples per step.
+      grid: ``{name: values}`` of injected hyperparameters raced as well.
+      metric_key: the entry of ``val_step``'s metrics to maximise (e.g.
+        ``"accuracy"``); ``None``: the validation loss decides (see
+        :func:`find_schedule`).
+      loss_key: the entry of mapping metrics that holds the loss.
+      kinds: the schedule kinds raced.
+      steps_per_epoch: steps of one epoch (default ``len(data) // batch_size``).
+      decay_rate: the ``"decay"`` factor per epoch.
+      init_fn: ``init_fn(key) -> train_state``: every seed draws its own state.
+      key: a PRNG key or an int seed (default 0).
+      range_test_steps: steps of the range test.
+      start_lr: the range test's first learning rate.
+      end_lr: the range test's last learning rate.
+      val_batch_size: validation batch size (default: all at once).
+      takes_rng: ``train_step`` takes a PRNG key last.
+      strategy: how lanes share the machine.
+      shard_lanes: split lanes over all devices.
+      max_memory: bytes the lanes may use per device.
+      progress: print each stage's time on stderr.
+
+    Returns:
+      The :class:`clrjax.ScheduleChoice` (its ``factory`` is ``None``).
+    """
+    begin = time.perf_counter()
+    if not callable(train_step):
+        raise TypeError(f"train_step must be callable, got {train_step!r}")
+    if not callable(val_step):
+        raise TypeError(f"val_step must be callable, got {val_step!r}")
+    if metric_key is not None and not isinstance(metric_key, str):
+        raise TypeError(f"metric_key must be a string or None, got {metric_key!r}")
+    if train_state is None and init_fn is None:
+        raise ValueError("train_state must be given unless init_fn is")
+    example = train_state if init_fn is None else init_fn(jax.random.key(0))
+    what = "train_state" if init_fn is None else "init_fn(key)"
+    lanes = _grid.expand_grid(grid, None)
+    _injected.check_injected(example, ("learning_rate", *lanes.optimizer_names), what)
+    values = _injected.injected_values(example)
+    scheduled = _injected.scheduled_hyperparams(example)
+    moment = next((n for n in MOMENTUM_NAMES if n in values and n not in scheduled), None)
+    base_momentum = None if moment is None else float(values[moment])
+    settings = _Settings.checked(
+        data,
+        val_data,
+        total_steps=total_steps,
+        batch_size=batch_size,
+        kinds=kinds,
+        steps_per_epoch=steps_per_epoch,
+        decay_rate=decay_rate,
+        val_batch_size=val_batch_size,
+        progress=progress,
+    )
+    key = _grid.as_key(key)
+    curve = range_test_step(
+        train_step,
+        train_state,
+        data,
+        batch_size=batch_size,
+        num_steps=range_test_steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        grid=grid,
+        seeds=list(range(RANGE_TEST_SEEDS)),
+        init_fn=init_fn,
+        key=key,
+        takes_rng=takes_rng,
+        loss_key=loss_key,
+        shuffle="per_seed",
+        strategy=strategy,
+        shard_lanes=shard_lanes,
+        max_memory=max_memory,
+        progress=False,
+    )
+    settings.report(f"range test: {curve.num_lanes} lanes x {range_test_steps} steps", begin)
+    task = StepTask(
+        train_step=train_step,
+        val_step=val_step,
+        loss_key=loss_key,
+        takes_rng=bool(takes_rng),
+        init_fn=init_fn,
+        metric_key=metric_key,
+    )
+    request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
+    return _race(
+        task,
+        train_state,
+        data,
+        curve,
+        settings,
+        key,
+        request,
+        begin,
+        moment=moment,
+        base_momentum=base_momentum,
+        has_metric=metric_key is not None,
+        grid_names=lanes.optimizer_names,
+        factory=None,
+    )
 
 
-def _score(scores: Mapping[str, np.ndarray], has_metric: bool) -> np.ndarray:
-    """``(lanes,)`` score of each lane (higher is better; NaN for a failed run)."""
-    if has_metric:
-        return scores["metric"][:, -1]
-    loss = np.where(np.isfinite(scores["loss"]), scores["loss"], np.inf)
-    best = loss.min(axis=1)
-    return np.where(np.isfinite(best) & np.isfinite(scores["loss"][:, -1]), -best, np.nan)
+class _Settings:
+    """The race's settings both entry points share, validated."""
 
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
 
-def _reporter(enabled: bool) -> Callable[[str, float], None]:
-    def report(what: str, since: float) -> None:
-        if enabled:
+    @classmethod
+    def checked(
+        cls,
+        data: Any,
+        val_data: Any,
+        *,
+        total_steps: int,
+        batch_size: int,
+        kinds: Sequence[str],
+        steps_per_epoch: int | None,
+        decay_rate: float,
+        val_batch_size: int | None,
+        progress: bool | None,
+    ) -> _Settings:
+        num.check_count("total_steps", total_steps, minimum=2)
+        num.check_count("batch_size", batch_size)
+        if val_data is None:
+            raise ValueError("val_data is required: the race scores candidates on held-out data")
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        if not kinds:
+            raise ValueError("kinds must name at least one schedule kind")
+        for kind in kinds:
+            num.check_choice("kinds", kind, KINDS)
+        num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
+        if is_batch_stream(data):
+            raise TypeError("data must be a pytree of arrays (the race draws its own batches)")
+        num_examples = example_count(data)
+        if batch_size > num_examples:
+            raise ValueError(
+                f"batch_size ({batch_size}) is larger than the number of examples in data "
+                f"({num_examples})"
+            )
+        if steps_per_epoch is None:
+            steps_per_epoch = num_examples // batch_size
+        num.check_count("steps_per_epoch", steps_per_epoch)
+        like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
+        val = validation_batches(val_data, val_batch_size, like)
+        return cls(
+            total_steps=total_steps,
+            batch_size=batch_size,
+            kinds=kinds,
+            steps_per_epoch=steps_per_epoch,
+            decay_rate=float(decay_rate),
+            val=val,
+            progress=sys.stderr.isatty() if progress is None else bool(progress),
+        )
+
+    def report(self, what: str, since: float) -> None:
+        if self.progress:
             print(f"{what}: {time.perf_counter() - since:.1f} s", file=sys.stderr)
 
-    return report
+
+def _candidates(
+    curve: RangeTestResult, kinds: Sequence[str]
+) -> tuple[list[Candidate], dict[str, dict[str, float]]]:
+    """Every grid point's bracket of peaks x ``kinds``; the picks left outside, per point."""
+    spreads = {m: curve.suggest_spread(m) for m in SUGGESTION_METHODS}
+    candidates, outside = [], {}
+    for g, (hparams, _) in enumerate(spreads[SUGGESTION_METHODS[0]]):
+        picks = {m: spreads[m][g][1].median for m in SUGGESTION_METHODS}
+        bracket = peak_bracket(picks, ratio=PEAK_RATIO, upper=BRACKET_TOP)
+        point = {k: float(v) for k, v in hparams.items()}
+        for peak, source in zip(bracket.peaks, bracket.sources, strict=True):
+            candidates.extend(Candidate(kind, peak, point, source) for kind in kinds)
+        if bracket.outside:
+            outside[", ".join(f"{k}={v:g}" for k, v in point.items())] = bracket.outside
+    return candidates, outside
+
+
+def _race(
+    task: Any,
+    start: Any,
+    data: Any,
+    curve: RangeTestResult,
+    settings: _Settings,
+    key: jax.Array,
+    request: _engine.Request,
+    begin: float,
+    *,
+    moment: str | None,
+    base_momentum: float | None,
+    has_metric: bool,
+    grid_names: Sequence[str],
+    factory: Any,
+) -> ScheduleChoice:
+    """Candidates from ``curve``, successive halving, the :class:`ScheduleChoice`."""
+    candidates, outside = _candidates(curve, settings.kinds)
+    if not candidates:
+        raise ValueError(
+            "the range test gave no suggestion on any lane (every lane diverged at once or "
+            "its loss never fell); check start_lr, end_lr and the loss"
+        )
+    total, per_epoch = settings.total_steps, settings.steps_per_epoch
+    budgets = [max(2, round(total * f)) for f in RUNG_FRACTIONS]
+    race_key = jax.random.fold_in(key, 1)
+
+    def train(indices: np.ndarray, num_steps: int, num_seeds: int) -> tuple[np.ndarray, str, bool]:
+        start_time = time.perf_counter()
+        chosen = [candidates[i] for i in indices]
+        runs = [c for c in chosen for _ in range(num_seeds)]
+        lrs, moms = schedule_arrays(
+            runs,
+            num_steps,
+            steps_per_epoch=per_epoch * num_steps / total,  # a shorter run keeps the decay's total
+            decay_rate=settings.decay_rate,
+            momentum=base_momentum if moment else None,
+        )
+        schedules = {"learning_rate": lrs} | ({moment: moms} if moms is not None else {})
+        dtype = num.float_dtype()
+        constants = {n: np.array([c.hparams[n] for c in runs], dtype) for n in grid_names}
+        evals = np.union1d(np.arange(per_epoch - 1, num_steps, per_epoch), [num_steps - 1])
+        trained = train_lanes(
+            task,
+            start,
+            data,
+            num_steps=num_steps,
+            batch_size=settings.batch_size,
+            schedules=schedules,
+            constants=constants,
+            seeds=np.tile(np.arange(num_seeds), len(chosen)),
+            key=race_key,
+            val=settings.val,
+            eval_steps=evals,
+            request=dataclasses.replace(request, chunk_size=min(per_epoch, num_steps)),
+        )
+        first = num_steps == budgets[0]
+        scores, trusted = _scores(trained.scores, has_metric=has_metric, first_rung=first)
+        settings.report(
+            f"race rung: {len(chosen)} candidates x {num_seeds} seeds x {num_steps} steps "
+            f"({trained.strategy})",
+            start_time,
+        )
+        return scores.reshape(len(chosen), num_seeds), trained.strategy, trusted
+
+    rungs = successive_halving(train, len(candidates), budgets, list(RUNG_KEEP), RUNG_SEEDS)
+    best = candidates[winner(rungs)]
+    settings.report(f"find_schedule: {len(candidates)} candidates, won by {best.label()}", begin)
+    return ScheduleChoice(
+        kind=best.kind,
+        learning_rate=best.peak,
+        hparams=best.hparams,
+        total_steps=total,
+        steps_per_epoch=float(per_epoch),
+        decay_rate=settings.decay_rate,
+        momentum_name=moment,
+        base_momentum=base_momentum,
+        candidates=tuple(candidates),
+        rungs=tuple(rungs),
+        score="validation metric" if has_metric else "-validation loss",
+        range_test=curve,
+        seconds=time.perf_counter() - begin,
+        outside=outside,
+        factory=factory,
+    )
+
+
+def _scores(
+    scores: Mapping[str, np.ndarray], *, has_metric: bool, first_rung: bool
+) -> tuple[np.ndarray, bool]:
+    """``(lanes,)`` scores of a rung's runs (higher is better, NaN: failed) and its trust.
+
+    With a metric: the metric after the last step (always trusted). Without:
+    minus the last validation loss while the median run ends within
+    :data:`TRUST_RATIO` of its lowest; past that the rung is not trusted, and a
+    first rung ranks by minus the lowest validation loss instead.
+
+    Examples:
+      >>> loss = np.array([[0.9, 0.5, 0.7], [0.9, 0.6, np.nan], [1.0, 0.7, 0.6]])
+      >>> print(*_scores({"loss": loss}, has_metric=False, first_rung=True))
+      [-0.5  nan -0.6] True
+      >>> print(*_scores({"loss": loss}, has_metric=False, first_rung=False))
+      [-0.7  nan -0.6] False
+    """
+    if has_metric:
+        return scores["metric"][:, -1].astype(float), True
+    loss = scores["loss"].astype(float)
+    final = loss[:, -1]
+    lowest = np.min(np.where(np.isfinite(loss), loss, np.inf), axis=1)
+    live = np.isfinite(final) & np.isfinite(lowest)
+    trusted = bool(live.any()) and float(np.median(final[live] / lowest[live])) <= TRUST_RATIO
+    if not trusted and first_rung:
+        return np.where(live, -lowest, np.nan), True
+    return np.where(live, -final, np.nan), trusted

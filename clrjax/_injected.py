@@ -60,6 +60,15 @@ def injected_hyperparams(tree: Any) -> dict[str, jax.typing.DTypeLike]:
     return found
 
 
+def injected_values(tree: Any) -> dict[str, jax.Array]:
+    """``{name: value}`` of the hyperparameters injected in a concrete state (the last found)."""
+    return {
+        name: leaf
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if (name := _injected_name(path)) is not None
+    }
+
+
 def scheduled_hyperparams(tree: Any) -> set[str]:
     """Names of the hyperparameters ``inject_hyperparams`` recomputes from a schedule."""
     scheduled = set()

@@ -10,7 +10,6 @@ Hyperband, 2018, https://arxiv.org/abs/1603.06560).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -28,6 +27,8 @@ class Rung(NamedTuple):
         whose loss turned NaN/Inf).
       seconds: wall time of the rung.
       strategy: how the rung's lanes ran (e.g. ``"vmap/chunks"``).
+      trusted: the scores can rank the candidates; an untrusted rung ends the
+        race, and the last trusted rung decides.
     """
 
     num_steps: int
@@ -35,6 +36,7 @@ class Rung(NamedTuple):
     scores: np.ndarray
     seconds: float
     strategy: str
+    trusted: bool = True
 
     @property
     def mean_scores(self) -> np.ndarray:
@@ -49,8 +51,22 @@ def survivors(rung: Rung, keep: int) -> np.ndarray:
     return rung.candidates[np.sort(order[:keep])]
 
 
+def deciding_rung(rungs: Sequence[Rung]) -> Rung:
+    """The last trusted rung: the best of its candidates wins the race."""
+    trusted = [r for r in rungs if r.trusted]
+    if not trusted:
+        raise ValueError("no rung of the race can rank its candidates")
+    return trusted[-1]
+
+
+def winner(rungs: Sequence[Rung]) -> int:
+    """The index of the candidate that won the race."""
+    rung = deciding_rung(rungs)
+    return int(rung.candidates[int(np.argmax(rung.mean_scores))])
+
+
 def successive_halving(
-    train: Callable[[np.ndarray, int, int], tuple[np.ndarray, str]],
+    train: Callable[[np.ndarray, int, int], tuple[np.ndarray, str, bool]],
     num_candidates: int,
     budgets: Sequence[int],
     keep: Sequence[int],
@@ -60,8 +76,10 @@ def successive_halving(
 
     Args:
       train: ``train(candidates, num_steps, num_seeds) -> (scores (n, num_seeds),
-        strategy)`` trains the given candidates (indices) for ``num_steps`` steps
-        with ``num_seeds`` seeds each, all as lanes of one program.
+        strategy, trusted)`` trains the given candidates (indices) for
+        ``num_steps`` steps with ``num_seeds`` seeds each, all as lanes of one
+        program; ``trusted=False`` says the scores cannot rank them, which ends
+        the race (the last trusted rung decides).
       num_candidates: how many candidates enter the first rung.
       budgets: the steps of each rung, increasing.
       keep: how many candidates enter each rung after the first (one entry
@@ -69,14 +87,14 @@ def successive_halving(
       seeds: seeds per run in each rung.
 
     Returns:
-      The rungs, in order; the winner is the best of the last.
+      The rungs run, in order (:func:`winner` reads the result).
 
     Examples:
       >>> def train(cands, steps, num_seeds):  # candidate i scores i (more steps: no change)
-      ...     return np.tile(cands[:, None].astype(float), (1, num_seeds)), "vmap/scan"
+      ...     return np.tile(cands[:, None].astype(float), (1, num_seeds)), "vmap/scan", True
       >>> rungs = successive_halving(train, 9, budgets=[10, 30, 90], keep=[3, 1], seeds=[1, 1, 2])
-      >>> print([r.candidates.tolist() for r in rungs])
-      [[0, 1, 2, 3, 4, 5, 6, 7, 8], [6, 7, 8], [8]]
+      >>> print([r.candidates.tolist() for r in rungs], winner(rungs))
+      [[0, 1, 2, 3, 4, 5, 6, 7, 8], [6, 7, 8], [8]] 8
     """
     if not (len(budgets) == len(seeds) == len(keep) + 1):
         raise ValueError("budgets, seeds and keep must describe the same rungs")
@@ -86,28 +104,11 @@ def successive_halving(
         if i:
             candidates = survivors(rungs[-1], min(keep[i - 1], len(candidates)))
         begin = time.perf_counter()
-        scores, strategy = train(candidates, int(num_steps), int(num_seeds))
+        scores, strategy, trusted = train(candidates, int(num_steps), int(num_seeds))
+        seconds = time.perf_counter() - begin
         rungs.append(
-            Rung(
-                int(num_steps),
-                candidates,
-                np.asarray(scores, float),
-                time.perf_counter() - begin,
-                strategy,
-            )
+            Rung(int(num_steps), candidates, np.asarray(scores, float), seconds, strategy, trusted)
         )
+        if not trusted:
+            break
     return rungs
-
-
-def rung_sizes(num_candidates: int, num_rungs: int, eta: float) -> list[int]:
-    """Candidates entering each rung after the first: a fraction ``1/eta`` kept each time.
-
-    Examples:
-      >>> print(rung_sizes(27, 3, 3.0), rung_sizes(10, 3, 3.0), rung_sizes(2, 3, 3.0))
-      [9, 3] [4, 2] [1, 1]
-    """
-    sizes, n = [], num_candidates
-    for _ in range(num_rungs - 1):
-        n = max(1, math.ceil(n / eta))
-        sizes.append(n)
-    return sizes

@@ -13,7 +13,7 @@ import optax
 from clrjax._candidates import KINDS, Candidate, kind_schedules
 from clrjax._npz import load_npz, save_npz
 from clrjax._optax_glue import scheduled
-from clrjax._race import Rung
+from clrjax._race import Rung, deciding_rung, winner
 from clrjax._result import RangeTestResult
 
 _RANGE_TEST_PREFIX = "range_test/"
@@ -39,6 +39,8 @@ class ScheduleChoice:
       score: what the scores measure (higher is better).
       range_test: the range test that proposed the candidates.
       seconds: wall time of the whole choice (range test and race, compiles included).
+      outside: per grid point, the suggestion methods whose pick lay too far
+        outside the bracket to be raced (``{point: {method: lr}}``).
       factory: the optimizer factory (not saved; pass it to :meth:`optimizer`
         after :meth:`load`).
     """
@@ -56,6 +58,7 @@ class ScheduleChoice:
     score: str
     range_test: RangeTestResult
     seconds: float
+    outside: Mapping[str, Mapping[str, float]] = dataclasses.field(default_factory=dict)
     factory: Callable[..., optax.GradientTransformation] | None = None
 
     def __post_init__(self) -> None:
@@ -87,9 +90,21 @@ class ScheduleChoice:
 
     @property
     def winner(self) -> int:
-        """Index in :attr:`candidates` of the winner (the best of the last rung)."""
-        last = self.rungs[-1]
-        return int(last.candidates[int(np.argmax(last.mean_scores))])
+        """Index in :attr:`candidates` of the winner (the best of the last trusted rung)."""
+        return winner(self.rungs)
+
+    @property
+    def decided_by(self) -> str:
+        """Which rung decided, and why the race stopped early if it did."""
+        rung = deciding_rung(self.rungs)
+        j = self.rungs.index(rung)
+        text = f"rung {j + 1} of {len(self.rungs)} ({rung.num_steps} steps): {self.score}"
+        if not self.rungs[-1].trusted:
+            text += (
+                f"; rung {len(self.rungs)}'s validation loss rose from overconfidence, "
+                "so the race stopped there (pass val_metric to race on)"
+            )
+        return text
 
     def candidate_scores(self) -> np.ndarray:
         """``(candidates, rungs)`` mean score of each candidate in each rung (NaN: not raced)."""
@@ -132,7 +147,7 @@ class ScheduleChoice:
 
     def __repr__(self) -> str:
         grid = "".join(f", {k}={v:g}" for k, v in self.hparams.items())
-        best = self.rungs[-1].mean_scores.max()
+        best = deciding_rung(self.rungs).mean_scores.max()
         return (
             f"ScheduleChoice({self.kind}, learning_rate={self.learning_rate:.3g}{grid}, "
             f"total_steps={self.total_steps}; {len(self.candidates)} candidates raced over "
@@ -162,6 +177,14 @@ class ScheduleChoice:
                 [[c.hparams.get(k, np.nan) for k in names] for c in self.candidates], dtype=float
             ).reshape(len(self.candidates), len(names)),
             "num_rungs": np.array(len(self.rungs)),
+            "outside": np.array(
+                [
+                    f"{point}|{m}|{lr!r}"
+                    for point, picks in self.outside.items()
+                    for m, lr in picks.items()
+                ],
+                dtype=str,
+            ),
         }
         for j, rung in enumerate(self.rungs):
             arrays[f"rung{j}/num_steps"] = np.array(rung.num_steps)
@@ -169,6 +192,7 @@ class ScheduleChoice:
             arrays[f"rung{j}/scores"] = rung.scores
             arrays[f"rung{j}/seconds"] = np.array(rung.seconds)
             arrays[f"rung{j}/strategy"] = np.array(rung.strategy)
+            arrays[f"rung{j}/trusted"] = np.array(rung.trusted)
         for name, value in self.range_test.to_arrays().items():
             arrays[_RANGE_TEST_PREFIX + name] = value
         save_npz(path, arrays)
@@ -201,6 +225,7 @@ class ScheduleChoice:
                     e[f"rung{j}/scores"],
                     float(e[f"rung{j}/seconds"]),
                     str(e[f"rung{j}/strategy"]),
+                    bool(e[f"rung{j}/trusted"]),
                 )
                 for j in range(int(e["num_rungs"]))
             )
@@ -209,6 +234,10 @@ class ScheduleChoice:
                 {k[prefix:]: v for k, v in e.items() if k.startswith(_RANGE_TEST_PREFIX)}
             )
             base = float(e["base_momentum"])
+            outside: dict[str, dict[str, float]] = {}
+            for row in map(str, e["outside"]):
+                point, method, lr = row.split("|")
+                outside.setdefault(point, {})[method] = float(lr)
             return cls(
                 kind=str(e["kind"]),
                 learning_rate=float(e["learning_rate"]),
@@ -225,6 +254,7 @@ class ScheduleChoice:
                 score=str(e["score"]),
                 range_test=range_test,
                 seconds=float(e["seconds"]),
+                outside=outside,
             )
         except KeyError as missing:
             raise ValueError(

@@ -52,6 +52,8 @@ class StepTask:
       loss_key: the entry of mapping metrics that holds the loss.
       takes_rng: ``train_step`` takes a PRNG key last (distinct per step and lane).
       init_fn: ``init_fn(lane_key) -> state`` replacing the shared start state, or ``None``.
+      metric_key: the entry of ``val_step``'s metrics reported as ``"metric"``
+        (higher is better), or ``None``.
     """
 
     train_step: Callable[..., Any]
@@ -59,6 +61,7 @@ class StepTask:
     loss_key: str = "loss"
     takes_rng: bool = False
     init_fn: Callable[[jax.Array], Any] | None = None
+    metric_key: str | None = None
 
     def init(self, start: Any, hparams: Mapping[str, jax.Array], key: jax.Array) -> Any:
         if self.init_fn is not None:
@@ -82,4 +85,8 @@ class StepTask:
         return new_state, read_loss(metrics, self.loss_key, "train_step")
 
     def evaluate(self, state: Any, batch: Any, key: jax.Array) -> dict[str, jax.Array]:
-        return {"loss": read_loss(self.val_step(state, batch), self.loss_key, "val_step")}
+        metrics = self.val_step(state, batch)
+        scores = {"loss": read_loss(metrics, self.loss_key, "val_step")}
+        if self.metric_key is not None:
+            scores["metric"] = read_loss(metrics, self.metric_key, "val_step")
+        return scores

@@ -76,7 +76,7 @@ def test_the_race_and_its_winner(choice):
     table = choice.candidate_scores()
     assert table.shape == (len(choice.candidates), 3)
     assert np.isfinite(table[:, 0]).all() and np.isfinite(table[:, 2]).sum() == sizes[2]
-    assert choice.range_test.num_lanes == 2 and choice.seconds > 0
+    assert choice.range_test.num_lanes == 2 * 5 and choice.seconds > 0  # grid x seeds
 
 
 def test_schedules_and_optimizer_follow_the_winner(choice):
@@ -126,13 +126,19 @@ def test_save_load_and_repr(choice, tmp_path):
         clrjax.ScheduleChoice.load(tmp_path / "rt.npz")
 
 
-def test_the_metric_free_score_is_the_lowest_validation_loss():
-    # lane 0's loss rises late (overconfidence) but went lowest; lane 1 diverged.
-    loss = np.array([[0.9, 0.5, 0.7, 0.8], [0.9, 0.6, np.nan, np.nan], [1.0, 0.7, 0.6, 0.6]])
-    scores = _find_schedule._score({"loss": loss}, has_metric=False)
-    np.testing.assert_array_equal(scores, [-0.5, np.nan, -0.6])
-    metric = np.array([[0.1, 0.5], [0.2, np.nan]])
-    np.testing.assert_array_equal(_find_schedule._score({"metric": metric}, True), [0.5, np.nan])
+def test_without_a_metric_an_overconfident_rung_stops_the_race():
+    # Every run's validation loss ends 40% above its lowest: rung 2 is not trusted.
+    def scores(loss_last_over_min):
+        loss = np.array([[1.0, 0.5, 0.5 * loss_last_over_min]] * 3) * [[1.0], [1.1], [1.2]]
+        return {"loss": loss}
+
+    s1, trusted1 = _find_schedule._scores(scores(1.4), has_metric=False, first_rung=True)
+    s2, trusted2 = _find_schedule._scores(scores(1.4), has_metric=False, first_rung=False)
+    np.testing.assert_allclose(s2, [-0.7, -0.77, -0.84])  # by the last loss, but untrusted
+    s3, trusted3 = _find_schedule._scores(scores(1.02), has_metric=False, first_rung=False)
+    assert trusted1 and not trusted2 and trusted3
+    np.testing.assert_allclose(s1, [-0.5, -0.55, -0.6])  # first rung: by the lowest loss
+    np.testing.assert_allclose(s3, [-0.51, -0.561, -0.612])  # trusted: by the last loss
 
 
 @pytest.mark.parametrize(
@@ -165,7 +171,45 @@ def test_an_optimizer_without_momentum_races_without_it():
         loss_fn, None, TRAIN, val_data=VAL, optimizer=sgd, kinds=("one_cycle",), **FAST
     )
     assert choice.momentum_name is None and choice.momentum is None
-    assert choice.score == "-min validation loss"
+    assert choice.score == "-validation loss"
+    assert {c.kind for c in choice.candidates} == {"one_cycle"}
+    assert "rung" in choice.decided_by
+
+
+def test_find_schedule_step_races_the_users_train_step(choice):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+
+    def make_state(key):
+        params = init_fn(key)
+        return {"params": params, "opt": tx.init(params)}
+
+    def train_step(state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
+
+    def val_step(state, batch):
+        return {
+            "loss": loss_fn(state["params"], batch),
+            "accuracy": accuracy(state["params"], batch),
+        }
+
+    kw = {k: v for k, v in FAST.items() if k != "init_fn"}
+    step_choice = clrjax.find_schedule_step(
+        train_step,
+        None,
+        TRAIN,
+        val_data=VAL,
+        val_step=val_step,
+        metric_key="accuracy",
+        init_fn=make_state,
+        **kw,
+    )
+    assert step_choice.momentum_name == "momentum"
+    assert step_choice.base_momentum == pytest.approx(0.9)
+    assert step_choice.factory is None and step_choice.score == "validation metric"
+    assert np.nanmax(step_choice.candidate_scores()) > 0.8
+    assert [r.num_steps for r in step_choice.rungs] == [8, 24, 72]
 
 
 def test_plot_marks_the_candidates_and_the_winner(choice):

@@ -17,7 +17,7 @@ def test_successive_halving_keeps_the_best_and_reruns_them_longer():
         calls.append((cands.tolist(), steps, seeds))
         # candidate 2 is best on short runs, candidate 5 on long ones
         base = -np.abs(cands - (2 if steps < 50 else 5)).astype(float)
-        return np.tile(base[:, None], (1, seeds)) + 0.01 * np.arange(seeds), "vmap/scan"
+        return np.tile(base[:, None], (1, seeds)) + 0.01 * np.arange(seeds), "vmap/scan", True
 
     rungs = _race.successive_halving(train, 9, [10, 30, 90], [5, 2], [1, 1, 2])
     assert calls[0] == (list(range(9)), 10, 1)
@@ -25,6 +25,18 @@ def test_successive_halving_keeps_the_best_and_reruns_them_longer():
     assert calls[2] == ([1, 2], 90, 2)
     assert [r.num_steps for r in rungs] == [10, 30, 90]
     assert rungs[-1].scores.shape == (2, 2)
+    assert _race.winner(rungs) == 5 - 3  # of the last rung's [1, 2], 2 is nearer 5
+
+
+def test_an_untrusted_rung_ends_the_race_and_the_last_trusted_one_decides():
+    def train(cands, steps, seeds):
+        scores = np.tile(cands[:, None].astype(float), (1, seeds))
+        return (-scores if steps > 10 else scores), "vmap/scan", steps <= 10
+
+    rungs = _race.successive_halving(train, 6, [10, 30, 90], [3, 1], [1, 1, 1])
+    assert [r.num_steps for r in rungs] == [10, 30] and not rungs[-1].trusted
+    assert _race.deciding_rung(rungs) is rungs[0]
+    assert _race.winner(rungs) == 5  # rung 0's best, although rung 1 ranked it last
 
 
 def test_a_failed_run_never_survives():
@@ -33,7 +45,7 @@ def test_a_failed_run_never_survives():
         scores[cands == 0] = np.nan  # candidate 0 diverged
         scores[cands == 1, 0] = 5.0  # one great seed does not hide a failed one
         scores[cands == 1, -1] = np.nan if seeds > 1 else 5.0
-        return scores, "vmap/scan"
+        return scores, "vmap/scan", True
 
     rungs = _race.successive_halving(train, 4, [5, 10], [2], [1, 2])
     assert 0 not in rungs[1].candidates
@@ -45,19 +57,23 @@ def test_rung_shapes_are_checked():
         _race.successive_halving(lambda *a: None, 3, [1, 2], [1, 1], [1, 1])
 
 
-def test_peak_bracket_covers_every_method_and_the_valley_to_minimum_spread():
-    lrs = np.geomspace(1e-5, 10, 100)
-    x = np.log10(lrs)
-    losses = 2.3 - 1.8 / (1 + np.exp(-(x + 2.0) * 3)) + np.where(x > 0, (x * 3) ** 2, 0)
-    peaks = _candidates.peak_bracket(lrs, losses, spread=4, merge_ratio=1.25)
-    values = np.array([p for p, _ in peaks])
-    assert np.all(np.diff(values) / values[:-1] >= 0.25 - 1e-12)  # merged below 1.25x
-    sources = ", ".join(s for _, s in peaks)
-    for method in (*clrjax.SUGGESTION_METHODS, "minimum/10", "spread"):
-        assert method in sources
-    minimum = lrs[np.argmin(losses)]
-    assert values.max() == pytest.approx(minimum, rel=0.25)
-    assert _candidates.peak_bracket(lrs, np.full(100, np.nan), spread=4, merge_ratio=1.25) == []
+def test_peak_bracket_spans_valley_to_twice_the_lowest_loss():
+    picks = {"valley": 0.004, "steep": 0.01, "minimum": 0.05, "slide": 0.2, "steepest": 30.0}
+    bracket = _candidates.peak_bracket(picks, ratio=2.5, upper=2.0)
+    peaks = np.array(bracket.peaks)
+    assert peaks[0] == pytest.approx(0.004) and peaks[-1] == pytest.approx(2 * 10 * 0.05)
+    ratios = peaks[1:] / peaks[:-1]
+    np.testing.assert_allclose(ratios, ratios[0])  # geometric
+    assert ratios[0] <= 2.5 and len(peaks) == 8  # ceil(ln(250) / ln(2.5)) + 1 = 7 + 1
+    raced = ", ".join(bracket.sources)
+    for method in ("valley", "steep", "minimum", "slide"):
+        assert method in raced
+    assert bracket.outside == {"steepest": 30.0}
+    # a broken curve (valley above the lowest loss): minimum x (1/3, 1, 3)
+    flat = _candidates.peak_bracket({"valley": 5.0, "minimum": 0.1}, ratio=2.5, upper=2.0)
+    np.testing.assert_allclose(flat.peaks, [0.1 / 3, 0.1, 0.3])
+    nothing = _candidates.peak_bracket({"valley": np.nan, "minimum": np.nan}, ratio=2.5, upper=2)
+    assert nothing.peaks == ()
 
 
 def test_kind_schedules_scale_to_any_budget():
