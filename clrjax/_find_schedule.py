@@ -69,6 +69,7 @@ def find_schedule(
     val_batch_size: int | None = None,
     has_aux: bool = False,
     takes_rng: bool = False,
+    state: Any = None,
     strategy: str = "auto",
     shard_lanes: bool | None = None,
     max_memory: float | None = None,
@@ -134,6 +135,9 @@ def find_schedule(
       val_batch_size: validation batch size (default: all at once).
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
       takes_rng: ``loss_fn`` takes a PRNG key last.
+      state: initial mutable model state (e.g. BatchNorm statistics):
+        ``loss_fn(params, state, batch) -> (loss, new_state)``, as in
+        :func:`clrjax.range_test`; ``val_metric(params, state, batch)``.
       strategy: how lanes share the machine (see :func:`clrjax.range_test`).
       shard_lanes: split lanes over all devices (``None``: when there are several).
       max_memory: bytes the lanes may use per device.
@@ -176,6 +180,7 @@ def find_schedule(
     lanes = _grid.expand_grid(grid, None)
     check_factory(optimizer, lanes.optimizer_names)
     moment, base_momentum = momentum_default(optimizer)
+    _check_grid_not_cycled(lanes.optimizer_names, moment)
     settings = _Settings.checked(
         data,
         val_data,
@@ -203,6 +208,7 @@ def find_schedule(
         key=key,
         has_aux=has_aux,
         takes_rng=takes_rng,
+        state=state,
         shuffle="per_seed",
         strategy=strategy,
         shard_lanes=shard_lanes,
@@ -217,12 +223,13 @@ def find_schedule(
         val_metric=val_metric,
         has_aux=bool(has_aux),
         takes_rng=bool(takes_rng),
+        stateful=state is not None,
         init_fn=init_fn,
     )
     request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
     return _race(
         task,
-        (params, None),
+        (params, state),
         data,
         curve,
         settings,
@@ -323,6 +330,7 @@ def find_schedule_step(
     scheduled = _injected.scheduled_hyperparams(example)
     moment = next((n for n in MOMENTUM_NAMES if n in values and n not in scheduled), None)
     base_momentum = None if moment is None else float(values[moment])
+    _check_grid_not_cycled(lanes.optimizer_names, moment)
     settings = _Settings.checked(
         data,
         val_data,
@@ -380,6 +388,15 @@ def find_schedule_step(
         grid_names=lanes.optimizer_names,
         factory=None,
     )
+
+
+def _check_grid_not_cycled(names: Sequence[str], moment: str | None) -> None:
+    if moment is not None and moment in names:
+        raise ValueError(
+            f"grid: {moment!r} is what one-cycle cycles (0.95 -> 0.85 -> 0.95) and the decay "
+            f"kind holds at the optimizer's default; race other hyperparameters, or set "
+            f"{moment} in the optimizer (e.g. functools.partial(factory, {moment}=...))"
+        )
 
 
 class _Settings:

@@ -154,6 +154,7 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
         (dict(val_metric="accuracy"), TypeError, "val_metric"),
         (dict(decay_rate=0.0), ValueError, "decay_rate"),
         (dict(grid={"momentum_typo": [0.9]}), ValueError, "momentum_typo"),
+        (dict(grid={"momentum": [0.9, 0.95]}), ValueError, "one-cycle cycles"),
         (dict(data=[TRAIN]), TypeError, "data"),
     ],
 )
@@ -224,3 +225,24 @@ def test_plot_marks_the_candidates_and_the_winner(choice):
     raced = [line for line in race_ax.lines if line.get_gid() == "clrjax-race"]
     assert len(raced) == len(choice.candidates) - 1
     plt.close(curve_ax.figure)
+
+
+def test_model_state_is_threaded_through_the_race():
+    def stateful_loss(params, count, batch):
+        return loss_fn(params, batch), count + 1.0
+
+    def stateful_accuracy(params, count, batch):
+        return accuracy(params, batch) * (count > 0)  # the state reached validation
+
+    kw = dict(FAST, total_steps=27, range_test_steps=20)
+    choice = clrjax.find_schedule(
+        stateful_loss,
+        None,
+        TRAIN,
+        val_data=VAL,
+        state=jnp.float32(0.0),
+        val_metric=stateful_accuracy,
+        kinds=("decay",),
+        **kw,
+    )
+    assert np.nanmax(choice.candidate_scores()) > 0.5
