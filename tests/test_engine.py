@@ -110,7 +110,8 @@ def poisoned_sgd(learning_rate, poison):
 def test_a_nan_lane_never_reaches_the_others(placement):
     # Lane 1's params turn NaN after its first update and are never frozen: the
     # other lanes must train exactly as they do without it.
-    kw = dict(optimizer=poisoned_sgd, diverge_threshold=None, end_lr=1.0, strategy=placement)
+    kw = dict(optimizer=poisoned_sgd, diverge_threshold=None, diverge_rebound=None, end_lr=1.0)
+    kw["strategy"] = placement
     r = run(grid={"poison": [0.0, 1.0, 0.0]}, lane_group_size=2, **kw)
     alone = run(grid={"poison": [0.0]}, **kw)
     assert r.diverged_at.tolist() == [-1, 1, -1]
