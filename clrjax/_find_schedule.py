@@ -10,7 +10,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -181,41 +181,6 @@ def find_schedule(
     check_factory(optimizer, lanes.optimizer_names)
     moment, base_momentum = momentum_default(optimizer)
     _check_grid_not_cycled(lanes.optimizer_names, moment)
-    settings = _Settings.checked(
-        data,
-        val_data,
-        total_steps=total_steps,
-        batch_size=batch_size,
-        kinds=kinds,
-        steps_per_epoch=steps_per_epoch,
-        decay_rate=decay_rate,
-        val_batch_size=val_batch_size,
-        progress=progress,
-    )
-    key = _grid.as_key(key)
-    curve = range_test(
-        loss_fn,
-        params,
-        data,
-        batch_size=batch_size,
-        num_steps=range_test_steps,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        optimizer=optimizer,
-        grid=grid,
-        seeds=list(range(RANGE_TEST_SEEDS)),
-        init_fn=init_fn,
-        key=key,
-        has_aux=has_aux,
-        takes_rng=takes_rng,
-        state=state,
-        shuffle="per_seed",
-        strategy=strategy,
-        shard_lanes=shard_lanes,
-        max_memory=max_memory,
-        progress=False,
-    )
-    settings.report(f"range test: {curve.num_lanes} lanes x {range_test_steps} steps", begin)
     task = LossTask(
         loss_fn=loss_fn,
         optimizer=optimizer,
@@ -226,21 +191,40 @@ def find_schedule(
         stateful=state is not None,
         init_fn=init_fn,
     )
-    request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
-    return _race(
+
+    def curve(**options: Any) -> RangeTestResult:
+        return range_test(
+            loss_fn, params, data, optimizer=optimizer, has_aux=has_aux, state=state, **options
+        )
+
+    return _find(
+        curve,
         task,
         (params, state),
         data,
-        curve,
-        settings,
-        key,
-        request,
-        begin,
+        val_data,
+        begin=begin,
         moment=moment,
         base_momentum=base_momentum,
         has_metric=val_metric is not None,
-        grid_names=lanes.optimizer_names,
+        grid=grid,
         factory=optimizer,
+        total_steps=total_steps,
+        batch_size=batch_size,
+        kinds=kinds,
+        steps_per_epoch=steps_per_epoch,
+        decay_rate=decay_rate,
+        init_fn=init_fn,
+        key=key,
+        range_test_steps=range_test_steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        val_batch_size=val_batch_size,
+        takes_rng=takes_rng,
+        strategy=strategy,
+        shard_lanes=shard_lanes,
+        max_memory=max_memory,
+        progress=progress,
     )
 
 
@@ -331,39 +315,6 @@ def find_schedule_step(
     moment = next((n for n in MOMENTUM_NAMES if n in values and n not in scheduled), None)
     base_momentum = None if moment is None else float(values[moment])
     _check_grid_not_cycled(lanes.optimizer_names, moment)
-    settings = _Settings.checked(
-        data,
-        val_data,
-        total_steps=total_steps,
-        batch_size=batch_size,
-        kinds=kinds,
-        steps_per_epoch=steps_per_epoch,
-        decay_rate=decay_rate,
-        val_batch_size=val_batch_size,
-        progress=progress,
-    )
-    key = _grid.as_key(key)
-    curve = range_test_step(
-        train_step,
-        train_state,
-        data,
-        batch_size=batch_size,
-        num_steps=range_test_steps,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        grid=grid,
-        seeds=list(range(RANGE_TEST_SEEDS)),
-        init_fn=init_fn,
-        key=key,
-        takes_rng=takes_rng,
-        loss_key=loss_key,
-        shuffle="per_seed",
-        strategy=strategy,
-        shard_lanes=shard_lanes,
-        max_memory=max_memory,
-        progress=False,
-    )
-    settings.report(f"range test: {curve.num_lanes} lanes x {range_test_steps} steps", begin)
     task = StepTask(
         train_step=train_step,
         val_step=val_step,
@@ -372,21 +323,38 @@ def find_schedule_step(
         init_fn=init_fn,
         metric_key=metric_key,
     )
-    request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
-    return _race(
+
+    def curve(**options: Any) -> RangeTestResult:
+        return range_test_step(train_step, train_state, data, loss_key=loss_key, **options)
+
+    return _find(
+        curve,
         task,
         train_state,
         data,
-        curve,
-        settings,
-        key,
-        request,
-        begin,
+        val_data,
+        begin=begin,
         moment=moment,
         base_momentum=base_momentum,
         has_metric=metric_key is not None,
-        grid_names=lanes.optimizer_names,
+        grid=grid,
         factory=None,
+        total_steps=total_steps,
+        batch_size=batch_size,
+        kinds=kinds,
+        steps_per_epoch=steps_per_epoch,
+        decay_rate=decay_rate,
+        init_fn=init_fn,
+        key=key,
+        range_test_steps=range_test_steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        val_batch_size=val_batch_size,
+        takes_rng=takes_rng,
+        strategy=strategy,
+        shard_lanes=shard_lanes,
+        max_memory=max_memory,
+        progress=progress,
     )
 
 
@@ -399,62 +367,119 @@ def _check_grid_not_cycled(names: Sequence[str], moment: str | None) -> None:
         )
 
 
-class _Settings:
-    """The race's settings both entry points share, validated."""
+class _Settings(NamedTuple):
+    """What the race needs besides the task (validated)."""
 
-    def __init__(self, **kw: Any):
-        self.__dict__.update(kw)
-
-    @classmethod
-    def checked(
-        cls,
-        data: Any,
-        val_data: Any,
-        *,
-        total_steps: int,
-        batch_size: int,
-        kinds: Sequence[str],
-        steps_per_epoch: int | None,
-        decay_rate: float,
-        val_batch_size: int | None,
-        progress: bool | None,
-    ) -> _Settings:
-        num.check_count("total_steps", total_steps, minimum=2)
-        num.check_count("batch_size", batch_size)
-        if val_data is None:
-            raise ValueError("val_data is required: the race scores candidates on held-out data")
-        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-        if not kinds:
-            raise ValueError("kinds must name at least one schedule kind")
-        for kind in kinds:
-            num.check_choice("kinds", kind, KINDS)
-        num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
-        if is_batch_stream(data):
-            raise TypeError("data must be a pytree of arrays (the race draws its own batches)")
-        num_examples = example_count(data)
-        if batch_size > num_examples:
-            raise ValueError(
-                f"batch_size ({batch_size}) is larger than the number of examples in data "
-                f"({num_examples})"
-            )
-        if steps_per_epoch is None:
-            steps_per_epoch = num_examples // batch_size
-        num.check_count("steps_per_epoch", steps_per_epoch)
-        like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
-        val = validation_batches(val_data, val_batch_size, like)
-        return cls(
-            total_steps=total_steps,
-            batch_size=batch_size,
-            kinds=kinds,
-            steps_per_epoch=steps_per_epoch,
-            decay_rate=float(decay_rate),
-            val=val,
-            progress=sys.stderr.isatty() if progress is None else bool(progress),
-        )
+    total_steps: int
+    batch_size: int
+    kinds: tuple[str, ...]
+    steps_per_epoch: int
+    decay_rate: float
+    val: Any
+    progress: bool
 
     def report(self, what: str, since: float) -> None:
         if self.progress:
             print(f"{what}: {time.perf_counter() - since:.1f} s", file=sys.stderr)
+
+
+def _find(
+    curve: Callable[..., RangeTestResult],
+    task: Any,
+    start: Any,
+    data: Any,
+    val_data: Any,
+    *,
+    begin: float,
+    moment: str | None,
+    base_momentum: float | None,
+    has_metric: bool,
+    grid: Mapping[str, Sequence[float]] | None,
+    factory: Any,
+    total_steps: int,
+    batch_size: int,
+    kinds: Sequence[str],
+    steps_per_epoch: int | None,
+    decay_rate: float,
+    init_fn: Any,
+    key: Any,
+    range_test_steps: int,
+    start_lr: float,
+    end_lr: float,
+    val_batch_size: int | None,
+    takes_rng: bool,
+    strategy: str,
+    shard_lanes: bool | None,
+    max_memory: float | None,
+    progress: bool | None,
+) -> ScheduleChoice:
+    """The options both entry points share: validate, range test, race."""
+    num.check_count("total_steps", total_steps, minimum=2)
+    num.check_count("batch_size", batch_size)
+    if val_data is None:
+        raise ValueError("val_data is required: the race scores candidates on held-out data")
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not kinds:
+        raise ValueError("kinds must name at least one schedule kind")
+    for kind in kinds:
+        num.check_choice("kinds", kind, KINDS)
+    num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
+    if is_batch_stream(data):
+        raise TypeError("data must be a pytree of arrays (the race draws its own batches)")
+    num_examples = example_count(data)
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size ({batch_size}) is larger than the number of examples in data "
+            f"({num_examples})"
+        )
+    if steps_per_epoch is None:
+        steps_per_epoch = num_examples // batch_size
+    num.check_count("steps_per_epoch", steps_per_epoch)
+    like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
+    settings = _Settings(
+        total_steps=total_steps,
+        batch_size=batch_size,
+        kinds=kinds,
+        steps_per_epoch=steps_per_epoch,
+        decay_rate=float(decay_rate),
+        val=validation_batches(val_data, val_batch_size, like),
+        progress=sys.stderr.isatty() if progress is None else bool(progress),
+    )
+    key = _grid.as_key(key)
+    result = curve(
+        batch_size=batch_size,
+        num_steps=range_test_steps,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        grid=grid,
+        seeds=list(range(RANGE_TEST_SEEDS)),
+        init_fn=init_fn,
+        key=key,
+        takes_rng=takes_rng,
+        shuffle="per_seed",
+        strategy=strategy,
+        shard_lanes=shard_lanes,
+        max_memory=max_memory,
+        progress=False,
+    )
+    settings.report(f"range test: {result.num_lanes} lanes x {range_test_steps} steps", begin)
+    request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
+    grid_names = _grid.expand_grid(grid, None).optimizer_names
+    return _race(
+        task,
+        start,
+        data,
+        result,
+        settings,
+        key,
+        request,
+        begin,
+        moment=moment,
+        base_momentum=base_momentum,
+        has_metric=has_metric,
+        grid_names=grid_names,
+        factory=factory,
+    )
 
 
 def _candidates(
