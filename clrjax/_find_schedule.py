@@ -57,6 +57,7 @@ def find_schedule(
     shard_lanes: bool | None = None,
     max_memory: float | None = None,
     progress: bool | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> ScheduleChoice:
     r"""Picks a learning-rate schedule that wins, by racing the range test's candidates.
 
@@ -117,6 +118,8 @@ def find_schedule(
       shard_lanes: split lanes over all devices (``None``: when there are several).
       max_memory: bytes the lanes may use per device.
       progress: print each stage's cost on stderr; ``None``: when stderr is a terminal.
+      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")`` for the
+        range test and the race (see :func:`clrjax.range_test`).
 
     Returns:
       The :class:`clrjax.ScheduleChoice`.
@@ -197,6 +200,7 @@ def find_schedule(
         shard_lanes=shard_lanes,
         max_memory=max_memory,
         progress=False,
+        mesh=mesh,
     )
     report(f"range test: {curve.num_lanes} lanes x {range_test_steps} steps", begin)
 
@@ -225,7 +229,9 @@ def find_schedule(
         takes_rng=bool(takes_rng),
         init_fn=init_fn,
     )
-    request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
+    request = _engine.Request(
+        strategy=strategy, shard=shard_lanes, mesh=mesh, max_memory=max_memory
+    )
     budgets = [max(2, round(total_steps * f)) for f in RUNG_FRACTIONS]
     race_key = jax.random.fold_in(key, 1)
 
