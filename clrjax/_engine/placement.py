@@ -15,7 +15,7 @@ or of many, after ``jax.distributed.initialize``): the lane axis is split over
 ``"lanes"`` and every device group runs its share of the lanes with the
 placement above, as one device would (:func:`over_mesh`, a ``shard_map``);
 each lane's batch is split over ``"data"`` (:class:`SplitBatch`: XLA's SPMD
-partitioner then averages the gradients across it). The run's shared
+partitioner then sums the partial gradients across it). The run's shared
 constants are replicated; the per-step outputs are gathered onto every device
 once per call, so every process reads all lanes. A lane count that does not
 divide the ``"lanes"`` axis is padded with copies of the last lane, dropped
@@ -115,7 +115,8 @@ def check_mesh(mesh: Any) -> Mesh:
 
     Raises:
       TypeError: ``mesh`` is not a ``jax.sharding.Mesh``.
-      ValueError: its axes are not exactly ``"lanes"`` and ``"data"``, or a
+      ValueError: its axes are not exactly ``"lanes"`` and ``"data"``, its
+        ``"data"`` axis splits batches on a JAX without ``jax.shard_map``, or a
         process has no device in it (that process could not read the result).
     """
     if not isinstance(mesh, Mesh):
@@ -131,6 +132,12 @@ def check_mesh(mesh: Any) -> Mesh:
             "jax.sharding.Mesh(mesh.devices, ('lanes', 'data'))"
         )
     devices = np.transpose(mesh.devices, [names.index(LANES), names.index(DATA)])
+    if devices.shape[1] > 1 and not hasattr(jax, "shard_map"):
+        # jax.experimental.shard_map cannot leave "data" to XLA with PRNG keys in the lanes
+        raise ValueError(
+            f"a mesh whose 'data' axis has {devices.shape[1]} devices needs jax >= 0.7 "
+            f"(jax.shard_map); this is jax {jax.__version__}: upgrade, or split only the lanes"
+        )
     processes = {d.process_index for d in devices.flat}
     if len(processes) != jax.process_count():
         missing = sorted(set(range(jax.process_count())) - processes)
