@@ -74,6 +74,7 @@ def find_schedule(
     shard_lanes: bool | None = None,
     max_memory: float | None = None,
     progress: bool | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> ScheduleChoice:
     r"""Picks a learning-rate schedule that wins, by racing the range test's candidates.
 
@@ -142,6 +143,8 @@ def find_schedule(
       shard_lanes: split lanes over all devices (``None``: when there are several).
       max_memory: bytes the lanes may use per device.
       progress: print each stage's time on stderr; ``None``: when stderr is a terminal.
+      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")`` for the
+        range test and the race (see :func:`clrjax.range_test`).
 
     Returns:
       The :class:`clrjax.ScheduleChoice`.
@@ -225,6 +228,7 @@ def find_schedule(
         shard_lanes=shard_lanes,
         max_memory=max_memory,
         progress=progress,
+        mesh=mesh,
     )
 
 
@@ -254,6 +258,7 @@ def find_schedule_step(
     shard_lanes: bool | None = None,
     max_memory: float | None = None,
     progress: bool | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> ScheduleChoice:
     """:func:`find_schedule` for your own ``train_step(state, batch) -> (state, metrics)``.
 
@@ -293,6 +298,7 @@ def find_schedule_step(
       shard_lanes: split lanes over all devices.
       max_memory: bytes the lanes may use per device.
       progress: print each stage's time on stderr.
+      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")``.
 
     Returns:
       The :class:`clrjax.ScheduleChoice` (its ``factory`` is ``None``).
@@ -355,6 +361,7 @@ def find_schedule_step(
         shard_lanes=shard_lanes,
         max_memory=max_memory,
         progress=progress,
+        mesh=mesh,
     )
 
 
@@ -412,6 +419,7 @@ def _find(
     shard_lanes: bool | None,
     max_memory: float | None,
     progress: bool | None,
+    mesh: jax.sharding.Mesh | None,
 ) -> ScheduleChoice:
     """The options both entry points share: validate, range test, race."""
     num.check_count("total_steps", total_steps, minimum=2)
@@ -461,9 +469,12 @@ def _find(
         shard_lanes=shard_lanes,
         max_memory=max_memory,
         progress=False,
+        mesh=mesh,
     )
     settings.report(f"range test: {result.num_lanes} lanes x {range_test_steps} steps", begin)
-    request = _engine.Request(strategy=strategy, shard=shard_lanes, max_memory=max_memory)
+    request = _engine.Request(
+        strategy=strategy, shard=shard_lanes, mesh=mesh, max_memory=max_memory
+    )
     grid_names = _grid.expand_grid(grid, None).optimizer_names
     return _race(
         task,

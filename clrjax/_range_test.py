@@ -92,6 +92,7 @@ def range_test(
     chunk_size: int | None = None,
     progress: bool | None = None,
     max_memory: float | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> RangeTestResult:
     r"""Runs Smith's LR range test for every lane of a hyperparameter grid at once.
 
@@ -213,6 +214,8 @@ def range_test(
       max_memory: bytes the lanes may use per device; default: 90% of the free
         accelerator memory, or half the available RAM. Lanes that do not fit
         step in groups; a run that cannot fit even one lane at a time is refused.
+      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")``: lanes
+        split over ``"lanes"``, each lane's batch over ``"data"`` (``docs/scale.md``).
 
     Returns:
       A :class:`clrjax.RangeTestResult`.
@@ -299,6 +302,7 @@ def range_test(
         chunk_size=chunk_size,
         progress=progress,
         max_memory=max_memory,
+        mesh=mesh,
     )
 
 
@@ -344,6 +348,7 @@ def run_range_test(
     chunk_size: int | None,
     progress: bool | None,
     max_memory: float | None,
+    mesh: jax.sharding.Mesh | None,
 ) -> RangeTestResult:
     """Validates the options both range tests share, runs the lanes, builds the result."""
     num.check_count("num_steps", num_steps, minimum=2)
@@ -432,6 +437,7 @@ def run_range_test(
         driver=driver,
         chunk_size=chunk_size,
         shard=shard_lanes,
+        mesh=mesh,
         max_memory=max_memory,
         progress=bool(progress),
     )

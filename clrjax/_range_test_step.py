@@ -47,6 +47,7 @@ def range_test_step(
     chunk_size: int | None = None,
     progress: bool | None = None,
     max_memory: float | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> RangeTestResult:
     r"""Runs the LR range test with your own ``train_step`` and train state, unchanged.
 
@@ -109,6 +110,8 @@ def range_test_step(
       chunk_size: steps per chunk.
       progress: show a tqdm bar; ``None``: when tqdm is installed and stderr is a terminal.
       max_memory: bytes the lanes may use per device.
+      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")``: lanes
+        split over ``"lanes"``, each lane's batch over ``"data"`` (``docs/scale.md``).
 
     Returns:
       A :class:`clrjax.RangeTestResult`.
@@ -195,4 +198,5 @@ def range_test_step(
         chunk_size=chunk_size,
         progress=progress,
         max_memory=max_memory,
+        mesh=mesh,
     )

@@ -25,7 +25,7 @@ from clrjax._engine.lane_step import (
     make_lane_step,
     nan_like,
 )
-from clrjax._engine.placement import Placement, map_lanes
+from clrjax._engine.placement import Placement, map_lanes, over_mesh
 
 DRIVERS = ("scan", "chunks", "python")
 
@@ -77,7 +77,10 @@ class Program(NamedTuple):
 @functools.lru_cache(maxsize=PROGRAM_CACHE_SIZE)
 def get_program(spec: ProgramSpec) -> Program:
     """Builds (once per :class:`ProgramSpec`) the jitted init and step runner."""
-    return Program(init=jax.jit(_init_fn(spec)), run=jax.jit(_run_fn(spec), donate_argnums=0))
+    init, run = _init_fn(spec), _run_fn(spec)
+    if spec.placement.mesh is not None:
+        init, run = over_mesh(init, run, spec.placement.mesh)
+    return Program(init=jax.jit(init), run=jax.jit(run, donate_argnums=0))
 
 
 def _init_fn(spec: ProgramSpec) -> Callable[..., Any]:

@@ -10,18 +10,23 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from clrjax._engine import strategy
 from clrjax._engine.drivers import drive
 from clrjax._engine.feeding import StepPlan
 from clrjax._engine.lane_step import LaneConsts, Shared, Tracking, make_lane_step
 from clrjax._engine.placement import (
+    DATA,
+    LANES,
     PLACEMENTS,
     Placement,
+    SplitBatch,
+    check_mesh,
     lane_mesh,
     pad_lanes,
     padded_lanes,
-    shard,
+    place,
 )
 from clrjax._engine.program import DRIVERS, PROGRAM_CACHE_SIZE, ProgramSpec, _init_fn, get_program
 
@@ -65,7 +70,11 @@ class Request:
       group: lanes per group for ``"serial"``/``"map"``.
       driver: ``"auto"`` or one of ``"scan"``, ``"chunks"``, ``"python"``.
       chunk_size: steps per chunk (``"chunks"``; default a tenth of the run).
-      shard: split the lanes over all devices; ``None``: when there are several.
+      shard: split the lanes over all devices (of every process; within one
+        process over at most one device per lane); ``None``: when there are several.
+      mesh: a ``jax.sharding.Mesh`` with the axes ``"lanes"`` and ``"data"``:
+        the lanes are split over ``"lanes"``, each lane's batch over ``"data"``
+        (replaces ``shard``); ``None``: as ``shard`` says.
       max_memory: bytes the lanes may use per device (default: what is free).
       progress: show a tqdm progress bar labelled ``label``.
       label: the progress bar's description.
@@ -76,6 +85,7 @@ class Request:
     driver: str = "auto"
     chunk_size: int | None = None
     shard: bool | None = None
+    mesh: Any = None
     max_memory: float | None = None
     progress: bool = False
     label: str = "range test"
@@ -143,11 +153,12 @@ def run(
     Raises:
       Interrupted: on Ctrl-C, with the output of the steps that completed.
       MemoryError: when not even one lane at a time fits ``request.max_memory``.
+      ValueError, TypeError: for a bad ``request.mesh``, or a batch that the
+        mesh's ``"data"`` axis does not divide.
     """
     num_lanes, num_steps = lanes.num_lanes, plan.num_steps
-    devices = jax.devices()
-    use_shards = request.shard if request.shard is not None else len(devices) > 1
-    shards = min(len(devices), num_lanes) if use_shards else 1
+    mesh = _mesh(request, num_lanes)
+    shards = 1 if mesh is None else mesh.shape[LANES]
     padded = padded_lanes(num_lanes, shards)
     seeds = np.zeros(num_lanes, np.uint32) if lanes.seeds is None else lanes.seeds
     orders = np.zeros(num_lanes, np.int32) if lanes.orders is None else lanes.orders
@@ -170,24 +181,21 @@ def run(
         placement=Placement(),
         driver="python",
     )
-    choice = _choose(spec, request, init_args, shared, plan, padded // shards, orders)
-    placement = choice.placement._replace(shards=shards)
+    choice = _choose(spec, request, init_args, shared, plan, padded // shards, orders, mesh)
+    placement = choice.placement._replace(mesh=mesh)
     spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
     if request.strategy == "timed":
         spec = _fastest(spec, choice, init_args, shared, orders, plan)
+    if placement.data > 1:
+        spec = dataclasses.replace(spec, task=SplitBatch(task, mesh, _batch_axis(plan, mesh)))
     program = get_program(spec)
-    if shards > 1:
-        mesh = lane_mesh(devices[:shards])
-        replicated = shard((key, shared, x0.hparams), mesh, lanes=False)
-        key, shared, step0 = replicated
-        lane_start = shard(start, mesh, lanes=False)
-        seeds, hparams, orders, lane0 = shard(
-            (seeds, hparams, orders, lane_x0.hparams), mesh, lanes=True
+    if mesh is not None:
+        key, shared, step0, start = place((key, shared, x0.hparams, start), mesh, P())
+        seeds, hparams, orders, lane0 = place(
+            (seeds, hparams, orders, lane_x0.hparams), mesh, P(LANES)
         )
-        init_args = (lane_start, key, seeds, hparams, step0, lane0)
+        init_args = (start, key, seeds, hparams, step0, lane0)
     carry, keys = program.init(*init_args)
-    if shards > 1:  # each device keeps its lanes' state (XLA may lay init's outputs out otherwise)
-        carry, keys = shard((carry, keys), mesh, lanes=True)
     consts = LaneConsts(hparams=hparams, key=keys, order=orders)
 
     bar = None
@@ -214,6 +222,43 @@ def run(
     if driven.interrupted:
         raise Interrupted(output)
     return output
+
+
+def _mesh(request: Request, num_lanes: int) -> jax.sharding.Mesh | None:
+    """The mesh the lanes run on: the caller's, or one over the devices; ``None``: one device.
+
+    Without a mesh from the caller the lanes are split over every device of
+    every process (within one process, over at most one device per lane);
+    with a single device they are not split.
+    """
+    if request.mesh is not None:
+        if request.shard is False:
+            raise ValueError(
+                "shard_lanes=False contradicts mesh=...: the mesh splits the lanes over its "
+                "'lanes' axis; pass one or the other"
+            )
+        return check_mesh(request.mesh)
+    devices = jax.devices()
+    if not (request.shard if request.shard is not None else len(devices) > 1):
+        return None
+    count = len(devices) if jax.process_count() > 1 else min(len(devices), num_lanes)
+    return lane_mesh(devices[:count]) if count > 1 else None
+
+
+def _batch_axis(plan: StepPlan, mesh: jax.sharding.Mesh) -> int:
+    """The training batch's example axis (1 behind micro-batches), checked against ``"data"``."""
+    source, data = plan.source, mesh.shape[DATA]
+    if source.indexed:  # orders: (orders, steps, [micro,] batch)
+        micro, size = source.orders.ndim == 4, source.orders.shape[-1]
+    else:
+        micro = source.micro is not None
+        size = np.shape(jax.tree.leaves(plan.first()[0].batch)[0])[int(micro)]
+    if size % data:
+        raise ValueError(
+            f"batch_size ({size}) must be a multiple of the mesh's 'data' axis ({data}): each "
+            "lane's batch is split evenly over it"
+        )
+    return int(micro)
 
 
 def _collect(driven: Any, num_lanes: int, plan: StepPlan, label: str) -> RunOutput:
@@ -247,12 +292,16 @@ def _choose(
     plan: StepPlan,
     lanes_per_device: int,
     orders: np.ndarray,
+    mesh: jax.sharding.Mesh | None,
 ) -> strategy.Choice:
     """Applies :mod:`.strategy`'s rules; traces one lane's step when a rule needs it."""
     on_cpu = jax.default_backend() == "cpu"
+    devices = jax.local_devices()[:1] if mesh is None else list(mesh.devices.flat)
     fp = None
     if request.strategy in ("auto", "timed") or request.driver == "auto":
         fp = _footprint(spec, init_args, shared, plan, orders)
+        if mesh is not None:  # a lane's step is split over the "data" axis
+            fp = fp._replace(step_bytes=-(-fp.step_bytes // mesh.shape[DATA]))
     work = fp.flops * plan.num_steps * lanes_per_device if fp is not None else 0.0
     wants_chunks = request.progress or request.chunk_size is not None
     driver = strategy.choose_driver(
@@ -267,7 +316,7 @@ def _choose(
         request.group,
         fp,
         lanes_per_device=lanes_per_device,
-        budget=strategy.memory_budget(request.max_memory),
+        budget=strategy.memory_budget(request.max_memory, devices),
         on_cpu=on_cpu,
         driver=driver,
     )
@@ -351,7 +400,7 @@ def _time_candidates(
         dataclasses.replace(spec, placement=spec.placement._replace(kind=k, group=None))
         for k in kinds
     ]
-    if len(specs) == 1 or spec.placement.shards > 1:
+    if len(specs) == 1 or spec.placement.mesh is not None:
         return spec
     probe = dataclasses.replace(plan, num_steps=min(plan.num_steps, choice.chunk_size))
     best = [math.inf] * len(specs)

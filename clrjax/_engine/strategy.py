@@ -16,12 +16,14 @@ holds and computes; :func:`choose` applies rules measured in
   step is large enough that batching lanes gains nothing (separate matmuls run
   at the machine's full rate); on accelerators ``"serial"`` for convolutions
   (``vmap`` turns them into grouped convolutions); otherwise ``"vmap"``.
-* **devices**: with several devices the lanes are split over all of them.
+* **devices**: with several devices the lanes are split over all of them (a mesh
+  given by the caller splits them over its ``"lanes"`` axis, each batch over ``"data"``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -121,18 +123,21 @@ def footprint(lane_step: Any, state: Any, consts: Any, shared: Any, x: Any, lane
     )
 
 
-def memory_budget(max_memory: float | None) -> float:
-    """Bytes the lanes may use on one device: ``max_memory``, else what it has free.
+def memory_budget(max_memory: float | None, devices: Sequence[Any]) -> float:
+    """Bytes the lanes may use on each of ``devices``: ``max_memory``, else what they have free.
 
-    Accelerators: 90% of the free memory of the first addressable device; CPU:
-    half the available RAM (:func:`host_memory_budget`).
+    Only this process's devices among ``devices`` are asked (another process's
+    cannot be). Accelerators: 90% of the least free memory among them; CPU
+    devices, which share the host's RAM: half the available RAM
+    (:func:`host_memory_budget`) divided among them.
     """
     if max_memory is not None:
         return float(max_memory)
-    stats = jax.local_devices()[0].memory_stats()
-    if stats and "bytes_limit" in stats:
-        return 0.9 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    return host_memory_budget()
+    own = [d for d in devices if d.process_index == jax.process_index()]
+    stats = [d.memory_stats() for d in own]
+    if stats and all(s and "bytes_limit" in s for s in stats):
+        return 0.9 * min(s["bytes_limit"] - s.get("bytes_in_use", 0) for s in stats)
+    return host_memory_budget() / max(1, len(own))
 
 
 def host_memory_budget() -> float:
