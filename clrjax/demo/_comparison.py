@@ -713,8 +713,9 @@ def plot_results(
     seeds = result.test_acc.shape[1]
     ax.set_title(f"{result.task.name}: SGD + Nesterov, {seeds} seeds (mean ± std)")
     later = result.test_acc[shown][:, :, len(epochs) // 4 :] * 100.0
-    ax.set_ylim(max(0.0, np.percentile(later, 5) - 2.0), min(100.0, later.max() + 1.0))
-    ax.legend(loc="lower right", fontsize="small")
+    low = min(np.percentile(later, 5), result.target.mean() * 100.0)
+    ax.set_ylim(max(0.0, low - 2.0), min(100.0, later.max() + 1.0))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small")
     ax.grid(alpha=0.3)
     return ax
 
