@@ -89,7 +89,7 @@ def train_one_cycle(data, init_params, *, max_lr, momentum, weight_decay, epochs
         mom = float(opt_state.hyperparams["momentum"])
         key, epoch_key = jax.random.split(key)
         params, opt_state, loss = run_epoch(params, opt_state, epoch_key)
-        acc = float(demo.mlp_accuracy(params, data.x_test, data.y_test))
+        acc = float(demo.mlp_accuracy(params, (data.x_test, data.y_test)))
         print(f"{epoch:>5} {lr:>9.4f} {mom:>8.3f} {float(loss):>10.4f} {acc:>8.2%}")
     return params, acc
 

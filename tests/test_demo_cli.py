@@ -168,25 +168,56 @@ def test_failed_save_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["rt.png"]
 
 
-def test_train_demo_prints_table_and_saves_plot(tmp_path, capsys):
+def test_train_demo_prints_table_verdict_and_saves_plot(tmp_path, capsys):
     out_png = tmp_path / "train.png"
-    argv = ["train-demo", "--epochs", "1", "--seeds", "1", "--lr", "0.1", "--out", str(out_png)]
-    assert _cli.main(argv) == 0
+    argv = ["train-demo", "--epochs", "1", "--seeds", "2", "--range-test-steps", "20"]
+    assert _cli.main([*argv, "--no-progress", "--out", str(out_png)]) == 0
     out = capsys.readouterr().out
-    assert "| baseline |" in out
-    assert "one-cycle" in out
+    assert out.startswith("find_schedule on digits (80% of the training split")
+    assert "ScheduleChoice(" in out and "decided by rung" in out
+    rows = [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| ")]  # no "|---"
+    assert rows == ["| arm", "| baseline", "| minimum", "| find_schedule"]
+    (verdict,) = [line for line in out.splitlines() if line.startswith("verdict: ")]
+    assert "vs the baseline's" in verdict and "over 2 seeds (paired)" in verdict
+    assert out.endswith(f"plot saved to {out_png}\n")
     assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_train_demo_parses_its_defaults():
+    args = _cli.build_parser().parse_args(["train-demo"])
+    assert (args.dataset, args.method, args.seeds, args.range_test_steps) == (
+        "digits",
+        "minimum",
+        5,
+        100,
+    )
+    assert args.epochs is None and args.batch_size is None and args.out == "train_demo.png"
+
+
+def test_train_demo_bad_values_exit_2(capsys):
     assert _cli.main(["train-demo", "--seeds", "0"]) == 2
     assert "argument --seeds" in capsys.readouterr().err
+    assert _cli.main(["train-demo", "--batch-size", "5000", "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clrjax train-demo: error: batch_size must be at most 270")
+    assert _cli.main(["train-demo", "--range-test-steps", "1", "--no-plot"]) == 2
+    assert "range_test_steps must be an int >= 2; got 1" in capsys.readouterr().err
 
 
-def test_train_demo_without_suggestion_exits_1(capsys):
+def test_train_demo_without_a_schedule_exits_1(capsys, monkeypatch):
+    import clrjax
+
+    def no_suggestion(*args, **kwargs):
+        raise ValueError("the range test gave no suggestion on any lane")
+
+    monkeypatch.setattr(clrjax, "find_schedule", no_suggestion)
     argv = ["train-demo", "--range-test-steps", "5", "--epochs", "1", "--seeds", "1", "--no-plot"]
     assert _cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.startswith("clrjax train-demo: error: the range test gave no suggestion")
-    assert "; try more --range-test-steps (now 5) or give --lr" in err
-    assert len(err.splitlines()) == 1
+    assert err == (
+        "clrjax train-demo: error: find_schedule failed: the range test gave no suggestion "
+        "on any lane; try more --range-test-steps (now 5)\n"
+    )
 
 
 def test_schedules_writes_one_png_per_family(tmp_path, capsys):

@@ -33,4 +33,16 @@ def test_mlp_loss_and_accuracy():
     logits = np.asarray(demo.mlp_apply(params, x))
     expected = np.mean(logits.argmax(axis=1) == y)
     assert 0.0 < expected < 1.0  # a mix of right and wrong answers
-    assert float(demo.mlp_accuracy(params, x, y)) == pytest.approx(expected)
+    assert float(demo.mlp_accuracy(params, (x, y))) == pytest.approx(expected)
+
+
+def test_load_mnist1d_generates_once_and_returns_copies():
+    pytest.importorskip("mnist1d")
+    first = demo.load_mnist1d(seed=0)
+    assert first.x_train.shape == (4000, 40) and first.x_test.shape == (1000, 40)
+    assert first.y_train.dtype == np.int32 and first.num_classes == 10
+    expected = first.x_train.copy()
+    first.x_train[:] = 0.0  # the caller's arrays are its own
+    again = demo.load_mnist1d(seed=0)
+    np.testing.assert_array_equal(again.x_train, expected)
+    assert again.x_train is not first.x_train

@@ -27,15 +27,19 @@ def _final_accuracy(out):
 def test_seed_claim_quick_writes_results_page(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     seed_claim = _load("seed_claim")
-    assert seed_claim.main(["--quick", "--datasets", "digits", "--out-dir", str(tmp_path)]) == 0
+    assert seed_claim.main(["--quick", "--tasks", "digits", "--out-dir", str(tmp_path)]) == 0
     page = (tmp_path / "results.md").read_text()
     assert page.startswith("# Does the range test pay off?")
-    assert "`python examples/seed_claim.py --quick --datasets digits`" in page
+    assert "`python examples/seed_claim.py --quick --tasks digits`" in page
     assert "## digits" in page and "## mnist1d" not in page
-    assert "| baseline | 0.01 |" in page
-    assert "![digits: range test and test accuracy per arm](img/results_digits.png)" in page
-    assert (tmp_path / "img" / "results_digits.png").read_bytes()[:4] == b"\x89PNG"
-    assert "Where the claim reproduces" in page
+    assert "| baseline | 0.01, constant |" in page and "| find_schedule | " in page
+    assert "| minimum + decay | " in page and "| hand-picked decay 0.1 | " in page
+    assert "- *digits: never worse than the baseline*" in page and "*mnist1d:" not in page
+    assert "| candidate | nearest suggestions | rung 1: " in page and "(winner)" in page
+    assert "was not run with this page (`--bench` runs it)" in page
+    image = "img/results_digits.png"
+    assert f"![digits: find_schedule's range test and race, test accuracy per arm]({image})" in page
+    assert (tmp_path / image).read_bytes()[:4] == b"\x89PNG"
     assert "wrote" in capsys.readouterr().out
 
 
@@ -45,14 +49,80 @@ def test_seed_claim_quick_refuses_to_overwrite_the_docs():
         seed_claim.main(["--quick"])
 
 
-def test_seed_claim_verdict_rule():
+def _result(task, final, names_kinds_sources):
+    """A ComparisonResult with the given final accuracies (%, arms x seeds)."""
+    from clrjax import demo
+
+    final = np.asarray(final, float) / 100.0
+    acc = np.stack([final * 0.5, final], axis=-1)
+    return demo.ComparisonResult(
+        task=demo.TASKS[task],
+        arms=tuple(demo.Arm(n, k, 0.1, s) for n, k, s in names_kinds_sources),
+        seeds=np.arange(100, 100 + final.shape[1]),
+        test_acc=acc,
+        train_loss=np.zeros_like(acc),
+        diverged=np.zeros(final.shape, bool),
+        choice=None,
+        suggestion=0.05,
+        settings={"suggestion method": "minimum", "model": "MLP"},
+        find_seconds=1.0,
+        find_cpu_seconds=1.0,
+        winner_seconds=1.0,
+        winner_cpu_seconds=1.0,
+        train_seconds=1.0,
+    )
+
+
+ARMS = [
+    ("baseline", "constant", "baseline"),
+    ("find_schedule", "decay", "find_schedule"),
+    ("hand-picked decay 0.3", "decay", "hand-picked"),
+    ("hand-picked one_cycle 0.4", "one_cycle", "hand-picked"),
+]
+
+
+@pytest.mark.parametrize(
+    ("found", "mnist1d_holds"),
+    [([71.5, 72.0, 71.0], True), ([70.5, 70.2, 70.4], False), ([69.5, 69.8, 69.6], False)],
+)
+def test_seed_claim_targets_with_synthetic_numbers(found, mnist1d_holds):
     seed_claim = _load("seed_claim")
-    mean, se = seed_claim.paired(np.array([3.0, 4.0, 5.0]), np.array([1.0, 1.0, 1.0]))
-    assert mean == pytest.approx(3.0) and se == pytest.approx(np.std([2, 3, 4], ddof=1) / 3**0.5)
-    assert seed_claim.holds(mean, se) is True
-    assert seed_claim.holds(-mean, se) is False
-    assert seed_claim.holds(0.1, 1.0) is None
-    assert seed_claim.holds(*seed_claim.paired(np.array([1.0]), np.array([0.0]))) is None
+    # best hand-picked: 72.0 (one-cycle 0.4); within 1 point means >= 71.0 (and >= 70)
+    mnist1d = _result("mnist1d", [[60, 61, 59], found, [71, 71, 71], [72, 72.5, 71.5]], ARMS)
+    digits = _result("digits", [[96.8, 97.0, 96.6], [96.0, 96.2, 95.9], [97, 97, 97]], ARMS[:3])
+    bullets = seed_claim.targets({"mnist1d": mnist1d, "digits": digits})
+    assert len(bullets) == 3
+    word = "**holds**" if mnist1d_holds else "**does not hold**"
+    assert bullets[0].startswith("- *mnist1d: find_schedule's schedule ends within 1 point")
+    assert f"or more*: {word}. find_schedule (0.1, decayed per epoch): " in bullets[0]
+    assert "best hand-picked, `hand-picked one_cycle 0.4`: 72.0 ± 0.4%" in bullets[0]
+    assert "paired over seeds): **does not hold**. find_schedule" in bullets[1]
+    assert "(-0.77 ± 0.03 points, paired: worse)" in bullets[1]
+    assert seed_claim.not_worse(np.array([96.8, 97.0]), np.array([96.9, 96.9]))
+    assert seed_claim.within_best(np.array([71.0]), np.array([72.0]))
+    assert not seed_claim.within_best(np.array([69.9]), np.array([70.0]))  # below 70
+    line = seed_claim.headline(mnist1d)
+    assert line.startswith("**mnist1d (the issue's task): MLP, batch 128, 60 epochs.** Baseline")
+    assert "; best hand-picked, `hand-picked one_cycle 0.4`: 72.0 ± 0.4%" in line
+
+
+@pytest.mark.parametrize(("wall", "verdict"), [(2.4, "**holds**."), (3.2, "**does not hold**.")])
+def test_seed_claim_bench_text(wall, verdict):
+    seed_claim = _load("seed_claim")
+    row = {"seconds": 100.0, "cpu_seconds": 150.0}
+    bench = {
+        "task": "mnist1d",
+        "repeats": 1,
+        "machine": "x86_64, 2 CPUs",
+        "load_average": 3.0,
+        "best": {"find_schedule": row, "engine": row},
+        "ratios": {"engine": {"wall": wall, "cpu": 2.0}},
+    }
+    text = "\n".join(seed_claim.bench_text(bench))
+    assert "| find_schedule | 100 | 150 |" in text
+    assert f"{wall:.2f}x wall, 2.00x CPU against the engine row" in text
+    assert text.endswith(f"The target (at most 3x on CPU): {verdict}")
+    assert "not run" in seed_claim.bench_text(None)[0]
 
 
 def test_smith_workflow_quick(capsys):

@@ -7,6 +7,7 @@ loaded locally (never downloaded): scikit-learn's bundled ``load_digits`` and
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -53,7 +54,16 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
 
 
 def load_mnist1d(seed: int = 0) -> Dataset:
-    """``mnist1d``: 4,000 train / 1,000 test sequences of length 40, generated locally."""
+    """``mnist1d``: 4,000 train / 1,000 test sequences of length 40, generated locally.
+
+    Generating takes seconds; each ``seed``'s arrays are generated once per
+    process and every call returns fresh copies of them.
+    """
+    return Dataset(*(np.copy(a) for a in _mnist1d(seed)[:4]), 10)
+
+
+@functools.lru_cache(maxsize=2)
+def _mnist1d(seed: int) -> tuple[np.ndarray, ...]:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -62,7 +72,7 @@ def load_mnist1d(seed: int = 0) -> Dataset:
     args.seed = seed
     data = make_dataset(args)
     x_train, x_test = _standardise(data["x"], data["x_test"])
-    return Dataset(x_train, data["y"].astype(np.int32), x_test, data["y_test"].astype(np.int32), 10)
+    return x_train, data["y"].astype(np.int32), x_test, data["y_test"].astype(np.int32)
 
 
 def load_dataset(name: str, seed: int = 0) -> Dataset:
@@ -100,6 +110,9 @@ def mlp_loss(params: list[dict[str, jax.Array]], batch: tuple[jax.Array, jax.Arr
     return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
 
 
-def mlp_accuracy(params: list[dict[str, jax.Array]], x: jax.Array, y: jax.Array) -> jax.Array:
-    """Fraction of ``x`` classified as ``y``."""
+def mlp_accuracy(
+    params: list[dict[str, jax.Array]], batch: tuple[jax.Array, jax.Array]
+) -> jax.Array:
+    """Fraction of a batch ``(x, y)`` classified right (``find_schedule``'s ``val_metric``)."""
+    x, y = batch
     return jnp.mean(jnp.argmax(mlp_apply(params, x), axis=-1) == y)
