@@ -45,22 +45,32 @@ def _cycle_fraction(
     gamma: ArrayLike,
     scale_fn: Callable[[jax.Array], ArrayLike] | None,
     scale_mode: str,
+    span: tuple[str, ArrayLike, str, ArrayLike],
 ) -> Callable[[ArrayLike], jax.Array]:
     """Validates the cycle arguments; returns ``step -> triangle(step) * scale``.
 
     The result is the fraction of the amplitude reached at ``step``; the LR and
-    momentum schedules only differ in how they map it to a value.
+    momentum schedules only differ in how they map it to a value, between the
+    two (already checked) bounds of ``span``: ``(high name, high, low name, low)``.
     """
     num.check_float("step_size_up", step_size_up, positive=True)
     if step_size_down is not None:
         num.check_float("step_size_down", step_size_down, positive=True)
+    num.check_float("gamma", gamma, positive=True)
+    high_name, high, low_name, low = span
+    shape = num.broadcast_shape(
+        **{high_name: high, low_name: low},
+        step_size_up=step_size_up,
+        step_size_down=step_size_down,
+        gamma=gamma,
+    )
+    num.check_span(high_name, high, low_name, low)
     if num.is_concrete((step_size_up, step_size_down)):
         up = np.asarray(step_size_up, dtype=np.float64)
         down = up if step_size_down is None else np.asarray(step_size_down, dtype=np.float64)
         num.check_float("step_size_up + step_size_down", (up + down).tolist())
     num.check_choice("mode", mode, _MODES)
     num.check_choice("scale_mode", scale_mode, _SCALE_MODES)
-    num.check_float("gamma", gamma, positive=True)
     if scale_fn is None and mode == "exp_range":
         # gamma > 1 grows the amplitude without bound (inf, then NaN, at large steps).
         num.check_at_most("gamma", gamma, 1.0)
@@ -77,6 +87,7 @@ def _cycle_fraction(
             scale_fn, scale_mode = (lambda it: jnp.exp(it * _log_gamma(gamma))), "iterations"
 
     def fraction(step: ArrayLike) -> jax.Array:
+        num.check_step(step, shape)
         split = num.split_step(step)
         up = num.as_float(step_size_up)
         down = up if step_size_down is None else num.as_float(step_size_down)
@@ -159,9 +170,10 @@ def cyclic_schedule(
 
     Raises:
       ValueError: for an unknown ``mode`` / ``scale_mode``, non-positive step
-        sizes or ``gamma``, a ``scale_fn`` that is not callable, or a concrete
-        value that the float dtype cannot hold (overflow, or a step size or
-        ``gamma`` below its smallest normal number).
+        sizes or ``gamma``, a ``scale_fn`` that is not callable, array
+        arguments that do not broadcast together, or a concrete value that the
+        float dtype cannot hold (overflow, also of ``max_lr - base_lr``, or a
+        step size or ``gamma`` below its smallest normal number).
 
     Examples:
       >>> import clrjax
@@ -175,7 +187,15 @@ def cyclic_schedule(
     """
     num.check_float("base_lr", base_lr)
     num.check_float("max_lr", max_lr)
-    fraction = _cycle_fraction(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+    fraction = _cycle_fraction(
+        step_size_up,
+        step_size_down,
+        mode,
+        gamma,
+        scale_fn,
+        scale_mode,
+        span=("max_lr", max_lr, "base_lr", base_lr),
+    )
 
     def schedule(step: ArrayLike) -> jax.Array:
         low = num.as_float(base_lr)
@@ -286,7 +306,7 @@ def cyclic_momentum_schedule(
       A schedule ``step -> momentum``.
 
     Raises:
-      ValueError: as :func:`cyclic_schedule`.
+      ValueError: as :func:`cyclic_schedule` (with ``max_momentum - base_momentum``).
 
     Examples:
       >>> import clrjax
@@ -301,7 +321,15 @@ def cyclic_momentum_schedule(
     """
     num.check_float("base_momentum", base_momentum)
     num.check_float("max_momentum", max_momentum)
-    fraction = _cycle_fraction(step_size_up, step_size_down, mode, gamma, scale_fn, scale_mode)
+    fraction = _cycle_fraction(
+        step_size_up,
+        step_size_down,
+        mode,
+        gamma,
+        scale_fn,
+        scale_mode,
+        span=("max_momentum", max_momentum, "base_momentum", base_momentum),
+    )
 
     def schedule(step: ArrayLike) -> jax.Array:
         high = num.as_float(max_momentum)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -172,7 +172,7 @@ def find_schedule(
         raise TypeError(f"val_metric must be callable, got {val_metric!r}")
     if params is None and init_fn is None:
         raise ValueError("params must be given unless init_fn is")
-    params_shape = params if init_fn is None else jax.eval_shape(init_fn, jax.random.key(0))
+    params_shape = params if init_fn is None else num.checked_init(init_fn)
     check_params("params" if init_fn is None else "init_fn(key)", params_shape)
     optimizer = pytorch_sgd if optimizer is None else optimizer
     if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
@@ -312,7 +312,7 @@ def find_schedule_step(
         raise TypeError(f"metric_key must be a string or None, got {metric_key!r}")
     if train_state is None and init_fn is None:
         raise ValueError("train_state must be given unless init_fn is")
-    example = train_state if init_fn is None else init_fn(jax.random.key(0))
+    example = train_state if init_fn is None else num.checked_init(init_fn, concrete=True)
     what = "train_state" if init_fn is None else "init_fn(key)"
     lanes = _grid.expand_grid(grid, None)
     _injected.check_injected(example, ("learning_rate", *lanes.optimizer_names), what)
@@ -424,13 +424,20 @@ def _find(
     """The options both entry points share: validate, range test, race."""
     num.check_count("total_steps", total_steps, minimum=2)
     num.check_count("batch_size", batch_size)
+    num.check_count("range_test_steps", range_test_steps, minimum=2)
+    if val_batch_size is not None:
+        num.check_count("val_batch_size", val_batch_size)
+    num.check_flag("progress", progress, allow_none=True)
     if val_data is None:
         raise ValueError("val_data is required: the race scores candidates on held-out data")
+    if not isinstance(kinds, (str, Iterable)):
+        raise TypeError(f"kinds must be a schedule kind or a sequence of them, got {kinds!r}")
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     if not kinds:
         raise ValueError("kinds must name at least one schedule kind")
     for kind in kinds:
         num.check_choice("kinds", kind, KINDS)
+    num.check_scalar("decay_rate", decay_rate)
     num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
     if is_batch_stream(data):
         raise TypeError("data must be a pytree of arrays (the race draws its own batches)")

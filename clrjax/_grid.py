@@ -98,7 +98,7 @@ def expand_grid(grid: Mapping[str, Sequence[Any]] | None, seeds: Sequence[int] |
         values = np.atleast_1d(np.asarray(values))
         if values.ndim != 1 or values.size == 0:
             raise ValueError(f"grid[{name!r}] must be a non-empty 1-D sequence, got {values!r}")
-        num.check_number(f"grid[{name!r}]", values)
+        num.check_float(f"grid[{name!r}]", values)
         axes[name] = values.astype(np.float64)
     optimizer_names = tuple(axes)
     if seeds is not None:

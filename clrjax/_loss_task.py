@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from clrjax import _injected
+from clrjax import _numerics as num
 
 TRAIN_STEP_HINT = (
     "it looks like a train step train_step(state, batch) -> (state, metrics); range_test "
@@ -228,6 +229,7 @@ def check_params(name: str, params: Any) -> None:
             "range_test expects loss_fn(params, batch) and the params: use "
             "clrjax.range_test_step(train_step, train_state, data) for a train step and its state"
         )
+    num.check_arrays(name, params)
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):

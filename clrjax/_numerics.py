@@ -201,6 +201,29 @@ def check_number(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be finite, got {value!r}")
 
 
+def check_scalar(name: str, value: Any) -> None:
+    """:func:`check_number` for a single number: ``TypeError`` for an array of another shape."""
+    check_number(name, value)
+    if np.ndim(value) != 0:
+        raise TypeError(f"{name} must be a scalar, got {value!r}")
+
+
+def _has_dtype(value: Any) -> bool:
+    try:
+        jnp.result_type(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def check_arrays(name: str, tree: Any) -> None:
+    """Raises ``TypeError`` unless every leaf of ``tree`` is an array or a number (not a string)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if isinstance(leaf, (str, bytes)) or not _has_dtype(leaf):
+            where = f"{name}{jax.tree_util.keystr(path)}"
+            raise TypeError(f"{where} must be an array or a number, got {leaf!r}")
+
+
 def check_positive(name: str, value: Any) -> None:
     """Raises ``ValueError`` if a concrete ``value`` is not strictly positive."""
     check_number(name, value)
@@ -244,6 +267,43 @@ def check_float(name: str, value: Any, *, positive: bool = False) -> None:
         )
 
 
+def check_span(high_name: str, high: Any, low_name: str, low: Any) -> None:
+    """:func:`check_float` of ``high - low`` for concrete values (a schedule moving
+    between them computes it): ``3e38`` and ``-3e38`` each fit float32, their
+    difference does not."""
+    if is_concrete((high, low)):
+        span = np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)
+        check_float(f"{high_name} - {low_name}", span.tolist())
+
+
+def broadcast_shape(**values: Any) -> tuple[int, ...]:
+    """The shape the array arguments ``values`` broadcast to (``None`` values skipped).
+
+    Raises ``ValueError`` naming the arguments and their shapes when they do not
+    broadcast together (shapes are known for tracers too).
+    """
+    shapes = {name: np.shape(value) for name, value in values.items() if value is not None}
+    try:
+        return np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items() if shape)
+        raise ValueError(f"array arguments must broadcast together, got shapes {listed}") from None
+
+
+def check_step(step: Any, shape: tuple[int, ...]) -> None:
+    """Raises unless ``step`` is numeric (``TypeError``) and broadcasts with ``shape``
+    (``ValueError``), the shape of a schedule's arguments."""
+    if step is None or isinstance(step, (str, bytes)):
+        raise TypeError(f"step must be a number or an array of numbers, got {step!r}")
+    try:
+        np.broadcast_shapes(np.shape(step), shape)
+    except ValueError:
+        raise ValueError(
+            f"step of shape {np.shape(step)} does not broadcast with the schedule's "
+            f"arguments (shape {shape})"
+        ) from None
+
+
 def check_at_most(name: str, value: Any, high: float) -> None:
     """Raises ``ValueError`` if a concrete ``value`` is above ``high``."""
     check_number(name, value)
@@ -266,6 +326,29 @@ def check_count(name: str, value: Any, minimum: int = 1) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def check_flag(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raises ``TypeError`` unless ``value`` is a bool (or None, with ``allow_none``)."""
+    if not (isinstance(value, (bool, np.bool_)) or (allow_none and value is None)):
+        allowed = "True, False or None" if allow_none else "True or False"
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+
+
+def checked_init(init_fn: Any, *, concrete: bool = False) -> Any:
+    """What ``init_fn(key)`` returns for key 0 (only its shapes unless ``concrete``).
+
+    Raises ``TypeError`` naming ``init_fn`` when it is not callable or the call
+    fails with a ``TypeError`` (such as a return value that is not a pytree of
+    arrays).
+    """
+    if not callable(init_fn):
+        raise TypeError(f"init_fn must be callable, got {init_fn!r}")
+    key = jax.random.key(0)
+    try:
+        return init_fn(key) if concrete else jax.eval_shape(init_fn, key)
+    except TypeError as e:
+        raise TypeError(f"init_fn(key): {e}") from e
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:

@@ -95,13 +95,14 @@ def _phase_schedule(
     three_phase: bool,
     conv: _Convention,
     values: Callable[[], Sequence[jax.Array]],
+    shape: tuple[int, ...],
 ) -> Callable[[ArrayLike], jax.Array]:
     """Piecewise annealing through ``values()`` with the convention's phase ends.
 
     Phase ``i`` runs from end ``i-1`` (0 for the first) to end ``i`` and anneals
     ``values[i] -> values[i+1]``. Steps are clamped to ``[0, last end]``, so the
     final value is held afterwards. A phase of zero length yields its end
-    value (no 0/0, finite gradients).
+    value (no 0/0, finite gradients). ``shape`` is the arguments' broadcast shape.
     """
     pct = conv.pct_start if pct_start is None else pct_start
     # When pct_start and total_steps are known, the ends are computed in float64
@@ -114,6 +115,7 @@ def _phase_schedule(
         host_ends = _phase_ends(pct64, n64, conv, three_phase, np)
 
     def schedule(step: ArrayLike) -> jax.Array:
+        num.check_step(step, shape)
         if host_ends is None:
             ends = _phase_ends(num.as_float(pct), num.as_float(total_steps), conv, three_phase, jnp)
         else:
@@ -205,6 +207,7 @@ def one_cycle_schedule(
       ValueError: for an unknown ``anneal_strategy`` / ``convention``, a
         non-bool ``three_phase``, or concrete non-positive ``total_steps``,
         ``div_factor`` / ``final_div_factor`` or ``pct_start`` outside (0, 1);
+        array arguments that do not broadcast together;
         for concrete values the float dtype cannot hold: ``total_steps`` or
         an argument that overflows, a div factor below the smallest normal
         number (``1e-40`` in float32), or an initial or final LR that
@@ -229,6 +232,13 @@ def one_cycle_schedule(
     num.check_float("div_factor", div_factor, positive=True)
     final_div_factor = conv.final_div if final_div_factor is None else final_div_factor
     num.check_float("final_div_factor", final_div_factor, positive=True)
+    shape = num.broadcast_shape(
+        total_steps=total_steps,
+        pct_start=pct_start,
+        max_lr=max_lr,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+    )
     if num.is_concrete((max_lr, div_factor, final_div_factor)):
         # The initial and final LRs must fit the float dtype too.
         peak = np.asarray(max_lr, dtype=np.float64)
@@ -244,7 +254,9 @@ def one_cycle_schedule(
         final = (initial if conv.final_of_initial else peak) / num.as_float(final_div_factor)
         return [initial, peak, initial, final] if three_phase else [initial, peak, final]
 
-    return _phase_schedule(total_steps, pct_start, anneal_strategy, three_phase, conv, values)
+    return _phase_schedule(
+        total_steps, pct_start, anneal_strategy, three_phase, conv, values, shape
+    )
 
 
 def one_cycle_momentum_schedule(
@@ -277,7 +289,8 @@ def one_cycle_momentum_schedule(
       A schedule ``step -> momentum``.
 
     Raises:
-      ValueError: as :func:`one_cycle_schedule`.
+      ValueError: as :func:`one_cycle_schedule`, and for a concrete
+        ``max_momentum - base_momentum`` that overflows the float dtype.
 
     Examples:
       >>> import clrjax
@@ -293,9 +306,18 @@ def one_cycle_momentum_schedule(
     conv = _check_common(total_steps, pct_start, anneal_strategy, three_phase, convention)
     num.check_float("base_momentum", base_momentum)
     num.check_float("max_momentum", max_momentum)
+    shape = num.broadcast_shape(
+        total_steps=total_steps,
+        pct_start=pct_start,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
+    )
+    num.check_span("max_momentum", max_momentum, "base_momentum", base_momentum)
 
     def values() -> list[jax.Array]:
         high, low = num.as_float(max_momentum), num.as_float(base_momentum)
         return [high, low, high, high] if three_phase else [high, low, high]
 
-    return _phase_schedule(total_steps, pct_start, anneal_strategy, three_phase, conv, values)
+    return _phase_schedule(
+        total_steps, pct_start, anneal_strategy, three_phase, conv, values, shape
+    )

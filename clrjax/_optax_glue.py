@@ -11,6 +11,7 @@ type between steps (see the notes in :func:`scheduled`).
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -63,6 +64,30 @@ def _is_strong_jax_array(value: Any) -> bool:
     return isinstance(value, jax.Array) and not getattr(value, "weak_type", False)
 
 
+def _check_float_dtype(dtype: Any) -> None:
+    """Raises ``TypeError`` unless ``dtype`` names a floating dtype."""
+    try:
+        ok = not isinstance(dtype, bool) and jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TypeError(f"hyperparam_dtype must be a floating dtype or None, got {dtype!r}")
+
+
+def _accepts_none(parameter: inspect.Parameter) -> bool:
+    """False when the parameter's annotation rules ``None`` out (no annotation: True).
+
+    ``optax.adafactor(clipping_threshold: Optional[float] = 1.0)`` takes None;
+    ``optax.adamw(b1: ArrayLike = 0.9)`` does not.
+    """
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty or annotation is None:
+        return True
+    if isinstance(annotation, str):  # postponed (from __future__ import annotations)
+        return "None" in annotation or "Optional" in annotation
+    return type(None) in typing.get_args(annotation)
+
+
 def _accepted_names(signature: inspect.Signature) -> tuple[str, ...]:
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(name for name, p in signature.parameters.items() if p.kind in kinds)
@@ -92,7 +117,9 @@ def scheduled(
       (``accumulator_dtype=jnp.float32``), the ``mask`` argument of optax's
       weight-decay optimizers, strings for parameters whose default is a string
       (``optax.polyak_sgd(variant="sps")``), and every name listed in
-      ``static_args``. Static arguments are baked into the compiled step.
+      ``static_args``. Static arguments are baked into the compiled step. A
+      parameter whose default is a number takes no static value (``None`` only
+      where its annotation allows it) unless it is named in ``static_args``.
 
     The returned transformation is built on :func:`optax.inject_hyperparams`; its
     state is an ``optax.InjectStatefulHyperparamsState`` whose ``hyperparams``
@@ -136,12 +163,16 @@ def scheduled(
       ``optax.chain`` and works inside ``jax.jit``, ``jax.vmap`` and ``lax.scan``.
 
     Raises:
-      TypeError: if ``optimizer_factory`` is not callable, a name is not one of
-        its keyword-accepting parameters (the message lists those), a required
-        parameter is missing, a numeric constant is not a number, or a string is
-        given for a parameter whose default is not a string (e.g.
-        ``learning_rate="0.1"``) and that is not named in ``static_args``.
-      ValueError: if a numeric constant is NaN or infinite.
+      TypeError: if ``optimizer_factory`` is not callable or has no signature,
+        a name is not one of its keyword-accepting parameters (the message
+        lists those), a required parameter is missing, a numeric constant is
+        not a number, a string is given for a parameter whose default is not a
+        string (e.g. ``learning_rate="0.1"``), or a static value for one whose
+        default is a number (e.g. ``b1=[0.9]`` for ``optax.adamw``), and that
+        is not named in ``static_args``; if ``static_args`` is not a name or
+        names, or ``hyperparam_dtype`` not a floating dtype.
+      ValueError: if a numeric constant is NaN or infinite, or overflows the
+        float dtype.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -174,9 +205,20 @@ def scheduled(
     if not callable(optimizer_factory):
         raise TypeError(f"optimizer_factory must be callable, got {optimizer_factory!r}")
     factory_name = getattr(optimizer_factory, "__name__", repr(optimizer_factory))
-    signature = inspect.signature(optimizer_factory)
+    try:
+        signature = inspect.signature(optimizer_factory)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"optimizer_factory must be a function with a signature to check the "
+            f"hyperparameters against, got {optimizer_factory!r}"
+        ) from e
     accepted = _accepted_names(signature)
-    static_args = {static_args} if isinstance(static_args, str) else set(static_args)
+    static_args = {static_args} if isinstance(static_args, str) else static_args
+    if not isinstance(static_args, Iterable) or not all(isinstance(n, str) for n in static_args):
+        raise TypeError(f"static_args must be a name or an iterable of names, got {static_args!r}")
+    static_args = set(static_args)
+    if hyperparam_dtype is not None:
+        _check_float_dtype(hyperparam_dtype)
 
     for name in sorted(set(hyperparams) | static_args):
         if name not in accepted:
@@ -195,18 +237,31 @@ def scheduled(
         raise TypeError(f"{factory_name}(): {e}") from e
 
     for name, value in hyperparams.items():
+        default = signature.parameters[name].default
         if _is_numeric_constant(value):
-            _numerics.check_number(name, value)
+            _numerics.check_float(name, value)
         elif (
             isinstance(value, (str, bytes))
             and name not in static_args
-            and not isinstance(signature.parameters[name].default, (str, bytes))
+            and not isinstance(default, (str, bytes))
         ):
             # e.g. learning_rate="0.1", which would only fail at the first update.
             raise TypeError(
                 f"{name} must be a number, an array or a schedule, got {value!r} (a string "
                 f"is passed only where {factory_name}() has a string default, or with "
                 "static_args)"
+            )
+        elif (
+            _is_numeric_constant(default)
+            and name not in static_args
+            and (_is_dtype_like(value) or not callable(value))
+            and not (value is None and _accepts_none(signature.parameters[name]))
+        ):
+            # e.g. b1=None, b1=[0.9], b1=True or b1=jnp.float32 where optax.adamw() has
+            # b1=0.9: a static value that would only fail inside the optimizer.
+            raise TypeError(
+                f"{name} must be a number, an array or a schedule (the default of "
+                f"{factory_name}() is {default!r}), got {value!r}"
             )
     # inject_hyperparams would treat NumPy scalars such as np.float32(0.1) as static.
     hyperparams = {

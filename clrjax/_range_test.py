@@ -222,7 +222,9 @@ def range_test(
 
     Raises:
       ValueError, TypeError: for invalid arguments, naming the argument.
-      MemoryError: when not even one lane at a time fits ``max_memory``.
+      MemoryError: when not even one lane at a time fits ``max_memory``, or the
+        per-step host arrays (``num_steps`` x the batch indices and the lanes'
+        losses) would not fit in half the RAM.
       RangeTestInterrupted: on Ctrl-C, with the partial result.
 
     Examples:
@@ -245,6 +247,10 @@ def range_test(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+    if val_loss_fn is not None and not callable(val_loss_fn):
+        raise TypeError(f"val_loss_fn must be callable or None, got {val_loss_fn!r}")
+    num.check_flag("has_aux", has_aux)
+    num.check_flag("takes_rng", takes_rng)
     num.check_count("accumulation_steps", accumulation_steps)
     if compute_dtype is not None:
         compute_dtype = _check_dtype(compute_dtype)
@@ -254,11 +260,10 @@ def range_test(
         check_params("params", params)
         params_shape = params
     else:
-        if not callable(init_fn):
-            raise TypeError(f"init_fn must be callable, got {init_fn!r}")
-        params_shape = jax.eval_shape(init_fn, jax.random.key(0))
+        params_shape = num.checked_init(init_fn)
         check_params("init_fn(key)", params_shape)
         params = None
+    num.check_arrays("state", state)
     lanes = _grid.expand_grid(grid, seeds)
     optimizer = pytorch_sgd if optimizer is None else optimizer
     check_optimizer(optimizer, lanes.optimizer_names, params_shape)
@@ -359,6 +364,8 @@ def run_range_test(
     check_host_memory(num_steps, lanes.num_lanes, orders * micro * batch_size)
     lrs = _ramp.lr_ramp(start_lr, end_lr, num_steps, ramp, ramp_convention)
     num.check_count("val_every", val_every)
+    if val_batch_size is not None:
+        num.check_count("val_batch_size", val_batch_size)
     num.check_choice("smoothing", smoothing, SMOOTHINGS)
     num.check_choice("strategy", strategy, STRATEGIES)
     num.check_choice("driver", driver, DRIVER_CHOICES)
@@ -381,16 +388,17 @@ def run_range_test(
     beta = (
         ramp_beta(num_steps, start_lr, end_lr) if isinstance(beta, str) and beta == "auto" else beta
     )
-    num.check_number("beta", beta)
+    num.check_scalar("beta", beta)
     if not 0 <= beta < 1:
         raise ValueError(f"beta must be in [0, 1) or 'auto', got {beta!r}")
     if diverge_threshold is not None:
-        num.check_number("diverge_threshold", diverge_threshold)
+        num.check_scalar("diverge_threshold", diverge_threshold)
         if not diverge_threshold > 1:
             raise ValueError(f"diverge_threshold must be > 1 or None, got {diverge_threshold!r}")
     if diverge_rebound is not None:
+        num.check_scalar("diverge_rebound", diverge_rebound)
         num.check_positive("diverge_rebound", diverge_rebound)
-    num.check_number("rebound_min_drop", rebound_min_drop)
+    num.check_scalar("rebound_min_drop", rebound_min_drop)
     if not 0 <= rebound_min_drop < 1:
         raise ValueError(f"rebound_min_drop must be in [0, 1), got {rebound_min_drop!r}")
     for name, value in (("lane_group_size", lane_group_size), ("chunk_size", chunk_size)):
@@ -399,7 +407,9 @@ def run_range_test(
     if shard_lanes is not None and not isinstance(shard_lanes, bool):
         raise TypeError(f"shard_lanes must be True, False or None, got {shard_lanes!r}")
     if max_memory is not None:
+        num.check_scalar("max_memory", max_memory)
         num.check_positive("max_memory", max_memory)
+    num.check_flag("progress", progress, allow_none=True)
     if progress is None:
         progress = _tqdm_available() and sys.stderr.isatty()
 
@@ -489,9 +499,11 @@ def check_host_memory(num_steps: int, num_lanes: int, indices_per_step: int) -> 
     need, budget = num_steps * per_step, strategy.host_memory_budget()
     if need > budget:
         raise MemoryError(
-            f"num_steps={num_steps} needs about {need / 2**30:.1f} GiB of host memory for its "
-            f"per-step arrays (batch indices, each lane's losses), more than half the available "
-            f"RAM ({budget / 2**30:.1f} GiB); run fewer steps (a range test needs a few hundred)"
+            f"num_steps={num_steps} steps of {indices_per_step} examples (batch_size x "
+            f"accumulation_steps x data orders) and {num_lanes} lanes need about "
+            f"{need / 2**30:.1f} GiB of host memory for their per-step arrays (batch indices, "
+            f"each lane's losses), more than half the available RAM ({budget / 2**30:.1f} GiB); "
+            "run fewer steps (a range test needs a few hundred), smaller batches or fewer lanes"
         )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 
 from clrjax import _grid, _injected
+from clrjax import _numerics as num
 from clrjax._range_test import run_range_test
 from clrjax._result import RangeTestResult
 from clrjax._step_task import StepTask
@@ -119,7 +120,9 @@ def range_test_step(
     Raises:
       ValueError, TypeError: for invalid arguments, naming the argument; a state
         without an injected ``learning_rate`` (or grid value) says how to inject it.
-      MemoryError: when not even one lane at a time fits ``max_memory``.
+      MemoryError: when not even one lane at a time fits ``max_memory``, or the
+        per-step host arrays (``num_steps`` x the batch indices and the lanes'
+        losses) would not fit in half the RAM.
       RangeTestInterrupted: on Ctrl-C, with the partial result.
 
     Examples:
@@ -142,12 +145,11 @@ def range_test_step(
     """
     if not callable(train_step):
         raise TypeError(f"train_step must be callable, got {train_step!r}")
+    num.check_flag("takes_rng", takes_rng)
     if train_state is None and init_fn is None:
         raise ValueError("train_state must be given unless init_fn is")
     if init_fn is not None:
-        if not callable(init_fn):
-            raise TypeError(f"init_fn must be callable, got {init_fn!r}")
-        state_shape = jax.eval_shape(init_fn, jax.random.key(0))
+        state_shape = num.checked_init(init_fn)
         what = "init_fn(key)"
     else:
         state_shape, what = train_state, "train_state"

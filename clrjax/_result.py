@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -382,8 +382,10 @@ def _checked_fields(result: RangeTestResult) -> dict[str, Any]:
             raise TypeError(f"hparams names must be strings, got {name!r}")
         hparams[name] = _array(f"hparams[{name!r}]", values, "biuf", "numbers", (lanes,))
     given = result.grid_names
-    grid_names = () if isinstance(given, str) else tuple(given)
-    if isinstance(given, str) or not all(isinstance(n, str) for n in grid_names):
+    if isinstance(given, str) or not isinstance(given, Iterable):
+        raise TypeError(f"grid_names must be a sequence of strings, got {given!r}")
+    grid_names = tuple(given)
+    if not all(isinstance(n, str) for n in grid_names):
         raise TypeError(f"grid_names must be a sequence of strings, got {given!r}")
     unknown = [n for n in grid_names if n not in hparams]
     if unknown or len(set(grid_names)) != len(grid_names):

@@ -47,7 +47,8 @@ def _steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
 def _steep(lrs: np.ndarray, losses: np.ndarray) -> float:
     """fastai ``steep``: left end of the steepest segment in ``log(lr)``."""
     slopes = np.diff(losses) / np.diff(np.log(lrs))
-    return float(lrs[np.argmin(slopes)])
+    # 0/0 (no change between learning rates whose logs round to one value) is flat, not NaN.
+    return float(lrs[np.argmin(np.where(np.isnan(slopes), 0.0, slopes))])
 
 
 def _minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
@@ -332,7 +333,11 @@ def suggest_recorded(
         stop = start + int(first_non_finite(curve[start : max(length - end, start)]))
         if stop - start < _MIN_POINTS:
             return float("nan")
-        return rule(lrs[start:stop], curve[start:stop], **options)
+        # Differences of huge finite losses (near the float64 maximum) overflow to
+        # +-inf, which still ranks them as the steepest or the flattest; so does a
+        # step between two learning rates too close for their logs to differ.
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            return rule(lrs[start:stop], curve[start:stop], **options)
 
     values = [one_curve(curve, length) for curve, length in zip(losses, recorded, strict=True)]
     return np.array(values, dtype=np.float64)
@@ -375,8 +380,10 @@ def spread_of(values: np.ndarray) -> SuggestionSpread:
     if values.size == 0:
         nan = float("nan")
         return SuggestionSpread(nan, nan, nan, 0)
-    median = float(np.exp(np.median(np.log(values))))
-    return SuggestionSpread(median, float(values.min()), float(values.max()), int(values.size))
+    low, high = float(values.min()), float(values.max())
+    # exp(log(x)) can land an ulp outside [low, high].
+    median = float(np.clip(np.exp(np.median(np.log(values))), low, high))
+    return SuggestionSpread(median, low, high, int(values.size))
 
 
 def suggest_spread(

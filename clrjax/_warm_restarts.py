@@ -81,9 +81,10 @@ def cosine_warm_restarts_schedule(
       A schedule ``step -> learning rate``.
 
     Raises:
-      ValueError: for concrete ``t_0 <= 0`` or ``t_mult < 1``, or a concrete
-        value that the float dtype cannot hold (overflow, or ``t_0`` below its
-        smallest normal number).
+      ValueError: for concrete ``t_0 <= 0`` or ``t_mult < 1``, array arguments
+        that do not broadcast together, or a concrete value that the float
+        dtype cannot hold (overflow, also of ``base_lr - eta_min``, or ``t_0``
+        below its smallest normal number).
 
     Examples:
       >>> import clrjax
@@ -101,8 +102,11 @@ def cosine_warm_restarts_schedule(
     if num.is_concrete(t_mult) and np.any(np.asarray(t_mult, dtype=np.float64) < 1):
         raise ValueError(f"t_mult must be >= 1, got {t_mult!r}")
     num.check_float("eta_min", eta_min)
+    shape = num.broadcast_shape(base_lr=base_lr, t_0=t_0, t_mult=t_mult, eta_min=eta_min)
+    num.check_span("base_lr", base_lr, "eta_min", eta_min)
 
     def schedule(step: ArrayLike) -> jax.Array:
+        num.check_step(step, shape)
         split = num.split_step(step)
         t = split.value()
         first = num.as_float(t_0)
@@ -132,7 +136,8 @@ def cosine_warm_restarts_schedule(
 
         low = num.as_float(eta_min)
         high = num.as_float(base_lr)
-        cosine = 1.0 + jnp.cos(jnp.pi * elapsed / length)
-        return jnp.where(has_length, low + (high - low) * cosine / 2.0, high)
+        # In [0, 1]: (high - low) * (1 + cos) could overflow before the halving.
+        half_cosine = (1.0 + jnp.cos(jnp.pi * elapsed / length)) / 2.0
+        return jnp.where(has_length, low + (high - low) * half_cosine, high)
 
     return schedule

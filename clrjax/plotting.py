@@ -29,14 +29,14 @@ gid                    artist
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clrjax._suggest import DEFAULT_METHOD
+from clrjax._suggest import DEFAULT_METHOD, SUGGESTION_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -138,7 +138,7 @@ def _palette(values: list, numeric: bool, cmap: Any) -> dict:
     """One colour per value: a sequential colormap in value order when
     ``numeric`` (or a ``cmap`` is given), else the qualitative ``tab10`` cycle."""
     if len(values) > 1 and (numeric or cmap is not None):
-        colormap = _pyplot().get_cmap(cmap or "viridis")
+        colormap = _pyplot().get_cmap("viridis") if cmap is None else cmap
         ordered = sorted(values) if numeric else values
         positions = np.linspace(*_CMAP_RANGE, len(ordered))
         return {v: colormap(p) for v, p in zip(ordered, positions, strict=True)}
@@ -355,14 +355,61 @@ def _legend_entries(
     return entries, entry_of
 
 
+def _check_suggest(suggest: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``suggest`` as a tuple of method names (empty for None)."""
+    if suggest is None:
+        return ()
+    if not isinstance(suggest, (str, Iterable)):
+        raise TypeError(
+            f"suggest must be a method name, a sequence of them or None; got {suggest!r}"
+        )
+    methods = (suggest,) if isinstance(suggest, str) else tuple(suggest)
+    for method in methods:
+        if not isinstance(method, str) or method not in SUGGESTION_METHODS:
+            raise ValueError(
+                f"suggest must name methods in {SUGGESTION_METHODS} (or be None); got {suggest!r}"
+            )
+    return methods
+
+
+def _check_ylim(ylim: Any) -> tuple[float, float] | str | None:
+    """``ylim`` as ``"auto"``, None or a pair of distinct finite floats."""
+    if ylim is None or (isinstance(ylim, str) and ylim == "auto"):
+        return ylim
+    message = (
+        f"ylim must be 'auto', None or (bottom, top), two different finite numbers; got {ylim!r}"
+    )
+    if isinstance(ylim, str):
+        raise ValueError(message)
+    try:
+        limits = np.asarray(ylim, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(message) from e
+    if limits.shape != (2,) or not np.all(np.isfinite(limits)) or limits[0] == limits[1]:
+        raise ValueError(message)
+    return float(limits[0]), float(limits[1])
+
+
+def _check_cmap(cmap: Any) -> Any:
+    """``cmap`` as a matplotlib ``Colormap`` (None stays None)."""
+    if cmap is None:
+        return None
+    try:
+        return _pyplot().get_cmap(cmap)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cmap must be a matplotlib colormap or its name; got {cmap!r}") from e
+
+
 def _check_label_by(
     result: RangeTestResult, idx: np.ndarray, label_by: str | Sequence[str] | None
 ) -> tuple[str, ...]:
     if label_by is None:
         return _default_label_by(result, idx)
+    if not isinstance(label_by, (str, Iterable)):
+        raise TypeError(f"label_by must be a name, a sequence of names or None; got {label_by!r}")
     label_by = (label_by,) if isinstance(label_by, str) else tuple(label_by)
     for name in label_by:
-        if name not in result.hparams:
+        if not isinstance(name, str) or name not in result.hparams:
             raise ValueError(
                 f"label_by names a hyperparameter the result lacks: {name!r}; "
                 f"it has {tuple(result.hparams)}"
@@ -441,10 +488,10 @@ def _draw_range_test(
     smoothed = np.asarray(result.smoothed, dtype=np.float64)
     raw = np.asarray(result.losses, dtype=np.float64)
     window = _window(lrs.shape[0], skip_start, skip_end)
-    methods = (suggest,) if isinstance(suggest, str) else tuple(suggest or ())
+    methods = _check_suggest(suggest)
     label_by = _check_label_by(result, idx, label_by)
-    if isinstance(ylim, str) and ylim != "auto":
-        raise ValueError(f"ylim must be 'auto', None or (bottom, top); got {ylim!r}")
+    ylim = _check_ylim(ylim)
+    cmap = _check_cmap(cmap)
     if ax is None:
         _, ax = _pyplot().subplots()
 
@@ -795,7 +842,7 @@ def plot_range_test_grid(
             raise TypeError(f"plot_range_test_grid does not take {name!r}")
     axes_values = []
     for arg, name in (("row", row), ("col", col)):
-        if name is not None and name not in result.hparams:
+        if name is not None and (not isinstance(name, str) or name not in result.hparams):
             raise ValueError(
                 f"{arg} names a hyperparameter the result lacks: {name!r}; "
                 f"it has {tuple(result.hparams)}"
@@ -809,6 +856,11 @@ def plot_range_test_grid(
     del options["legend"], options["title"]  # the figure's, not the panels'
     num_steps = np.shape(result.lrs)[0]
     window = _window(num_steps, options["skip_start"], options["skip_end"])
+    # Checked before the figure is made, so a refused call leaves no empty figure behind.
+    _check_suggest(options["suggest"])
+    _check_label_by(result, np.arange(np.shape(result.losses)[0]), options["label_by"])
+    _check_ylim(options["ylim"])
+    _check_cmap(options["cmap"])
     if sharey and isinstance(options["ylim"], str) and options["ylim"] == "auto":
         shown = options["show_raw"] or options["show_min"]
         floor = _raw_floor(np.asarray(result.losses, dtype=np.float64)[:, window], shown)
@@ -903,16 +955,17 @@ def plot_schedule(
       >>> plt.close(ax.figure)
     """
     plt = _pyplot()
-    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int; got {num_steps!r}")
     if not callable(schedule):
         raise TypeError(f"schedule must be a callable step -> value; got {schedule!r}")
     if momentum is not None and not callable(momentum):
         raise TypeError(f"momentum must be a callable step -> value or None; got {momentum!r}")
+    steps = jnp.arange(num_steps)
+    values = _schedule_values("schedule", schedule, steps)
+    momenta = None if momentum is None else _schedule_values("momentum", momentum, steps)
     if ax is None:
         _, ax = plt.subplots()
-    steps = jnp.arange(num_steps)
-    values = np.asarray(jax.vmap(schedule)(steps))
     (line,) = ax.plot(
         np.arange(num_steps),
         values,
@@ -928,7 +981,7 @@ def plot_schedule(
         momentum_ax = _momentum_axes(ax)
         momentum_ax.plot(
             np.arange(num_steps),
-            np.asarray(jax.vmap(momentum)(steps)),
+            momenta,
             linestyle="--",
             color=line.get_color(),
             gid="clrjax-momentum",
@@ -952,6 +1005,22 @@ def plot_schedule(
     elif label is not None:
         ax.legend(handles=handles, fontsize="small", loc="best")
     return ax
+
+
+def _schedule_values(
+    name: str, schedule: Callable[[jax.Array], jax.Array], steps: jax.Array
+) -> np.ndarray:
+    """``schedule`` at every step (vmapped), checked to be one real number per step."""
+    try:
+        values = np.asarray(jax.vmap(schedule)(steps))
+    except TypeError as e:
+        raise TypeError(f"{name} must map a step to a number: {e}") from e
+    if values.shape != steps.shape or values.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} must map a step to one real number; got an array of shape "
+            f"{values.shape[1:]} and dtype {values.dtype} per step"
+        )
+    return values
 
 
 def plot_schedule_choice(
