@@ -1,75 +1,66 @@
 """LR range test on scikit-learn's digits over Smith's weight-decay grid.
 
-Trains a 64-64-10 MLP (plain JAX) as four lanes of one compiled program, one
-per weight decay in (1e-3, 1e-4, 1e-5, 0), and prints each lane's suggested
-learning rate and the step (and LR) at which it diverged.
+Trains a 64-64-10 MLP (:func:`clrjax.demo.mlp_loss`, plain JAX) as four lanes
+of one compiled program, one per weight decay in (1e-3, 1e-4, 1e-5, 0), and
+prints each lane's suggested learning rate (the default suggestion,
+``"minimum"``: a tenth of the LR at the lowest smoothed loss) and the step
+(and LR) at which it diverged.
 
-Run: python examples/digits_range_test.py [--plot out.png]
+A suggestion is a reading of the curve, not a schedule: to pick the schedule
+to train with (one-cycle's peak, or a per-epoch decay), let
+:func:`clrjax.find_schedule` race the candidates the curve proposes
+(``examples/smith_workflow.py``, ``docs/find_schedule.md``).
+
+Run: python examples/digits_range_test.py [--plot out.png]   # ~35 s on 2 CPU cores
 """
 
+from __future__ import annotations
+
 import argparse
-import itertools
+import sys
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from sklearn.datasets import load_digits
 
 import clrjax
+from clrjax import demo
 
 
-def init_mlp(key, sizes=(64, 64, 10)):
-    params = []
-    keys = jax.random.split(key, len(sizes) - 1)
-    for k, (n_in, n_out) in zip(keys, itertools.pairwise(sizes), strict=True):
-        w = jax.random.normal(k, (n_in, n_out)) * jnp.sqrt(2.0 / n_in)
-        params.append({"w": w, "b": jnp.zeros(n_out)})
-    return params
-
-
-def loss_fn(params, batch):
-    x, y = batch
-    for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    logits = x @ params[-1]["w"] + params[-1]["b"]
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
-
-
-def main():
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--plot", help="save the curves to this image file")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    args = parser.parse_args(argv)
 
-    digits = load_digits()
-    x = (digits.data - digits.data.mean(0)) / (digits.data.std(0) + 1e-8)
-    data = (x.astype(np.float32), digits.target.astype(np.int32))
-
+    data = demo.load_dataset("digits")
     result = clrjax.range_test(
-        loss_fn,
-        init_mlp(jax.random.key(0)),
-        data,
+        demo.mlp_loss,
+        demo.init_mlp(jax.random.key(0), (64, 64, 10)),
+        (data.x_train, data.y_train),
         batch_size=128,
-        num_steps=args.steps,
+        num_steps=30 if args.quick else args.steps,
         start_lr=1e-4,
         end_lr=10.0,
         grid={"weight_decay": [1e-3, 1e-4, 1e-5, 0.0]},
+        progress=False,
     )
-    suggested = result.suggest("valley")
+    suggested = result.suggest()  # the default method, "minimum"
     print(f"strategy: {result.strategy}, {result.num_lanes} lanes x {result.num_steps} steps")
-    print(f"{'lane':>4}  {'hyperparameters':<22} {'suggested LR':>12}  diverged at")
+    print(f"{'lane':>4}  {'hyperparameters':<22} {'minimum LR':>12}  diverged at")
     for i in range(result.num_lanes):
         d = result.diverged_at[i]
         where = f"step {d} (lr {result.lrs[d]:.3g})" if d >= 0 else "-"
         print(f"{i:>4}  {result.lane_label(i):<22} {suggested[i]:>12.3g}  {where}")
     best = result.best()
-    print(f"best lane: {best.index} ({result.lane_label(best.index)}), lr {best.lr:.3g}")
+    label = result.lane_label(best.index)
+    print(f"lowest loss: lane {best.index} ({label}), minimum LR {best.lr:.3g}")
     if args.plot:
         import matplotlib.pyplot as plt
 
         result.plot()
         plt.savefig(args.plot)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""A Flax Linen model with BatchNorm through clrjax's LR range test, then a short 1cycle run.
+"""A Flax Linen model with BatchNorm through clrjax's range test and find_schedule, then 1cycle.
 
 Shows:
 
@@ -6,29 +6,37 @@ Shows:
   ``loss_fn(params, state, batch) -> (loss, new_state)`` protocol threads the
   mutable ``batch_stats`` collection through the steps of every lane (each
   lane keeps its own running statistics);
-* range tests for several seeds at once (``seeds=``: every lane initialised by
-  ``init_fn`` from its own key) and :func:`clrjax.suggest_spread` over them;
-* a plain jitted optax loop training the model with
+* range tests for several seeds at once (``seeds=`` with
+  ``shuffle="per_seed"``: every lane sees its own order of the data) and
+  :func:`clrjax.suggest_spread` over them: how far the readings of the curve
+  move from seed to seed;
+* the one-cycle peak from :func:`clrjax.find_schedule` with the same
+  ``state=`` protocol (``val_metric(params, state, batch)``: accuracy in
+  inference mode on a validation split carved from the training split): the
+  range test proposes peaks, a race of short trainings picks one;
+* a plain jitted optax loop training the model with ``choice.optimizer()``:
   :func:`clrjax.one_cycle_schedule` and cyclical momentum
-  (:func:`clrjax.one_cycle_momentum_schedule`) via :func:`clrjax.scheduled`.
+  (:func:`clrjax.one_cycle_momentum_schedule`) applied by :func:`clrjax.scheduled`.
 
 Already have a train step and a train state? ``examples/train_step_range_test.py``
-passes them to :func:`clrjax.range_test_step` unchanged.
+passes them to :func:`clrjax.range_test_step` and :func:`clrjax.find_schedule_step`.
 
 The data are scikit-learn's 8x8 digits (offline). Usage::
 
-    python examples/flax_linen_range_test.py           # ~15 s on 2 CPU cores
-    python examples/flax_linen_range_test.py --quick   # seconds (used by the tests)
+    python examples/flax_linen_range_test.py           # ~90 s on 2 CPU cores
+    python examples/flax_linen_range_test.py --quick   # tiny settings (used by the tests)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import clrjax
@@ -60,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     data = demo.load_dataset("digits")
     model = MLP(hidden, data.num_classes)
     variables = model.init(jax.random.key(0), data.x_train[:1], train=False)
+    # A validation split carved from the training split scores find_schedule's race.
+    order = np.random.default_rng(0).permutation(len(data.x_train))
+    n_val = len(order) // 5
+    train_data = (data.x_train[order[n_val:]], data.y_train[order[n_val:]])
+    val_data = (data.x_train[order[:n_val]], data.y_train[order[:n_val]])
 
     def loss_fn(params, batch_stats, batch):
         x, y = batch
@@ -69,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, updates["batch_stats"]
 
-    # One lane per seed; each lane's parameters come from init_fn(lane_key).
+    # One lane per seed, each with its own data order (init_fn=lambda key: ...
+    # would also draw each lane's parameters from its own key).
     result = clrjax.range_test(
         loss_fn,
-        None,
-        (data.x_train, data.y_train),
-        init_fn=lambda key: model.init(key, data.x_train[:1], train=False)["params"],
+        variables["params"],
+        train_data,
         state=variables["batch_stats"],
         seeds=[0, 1, 2],
         shuffle="per_seed",
@@ -90,17 +103,31 @@ def main(argv: list[str] | None = None) -> int:
             f"{method:>8}: median LR {spread.median:.3g} over {spread.count} seeds "
             f"(from {spread.low:.3g} to {spread.high:.3g})"
         )
-    max_lr = clrjax.suggest_spread(result.lrs, result.smoothed, "minimum").median
-    print(f"1cycle max LR {max_lr:.3g} (LR at the lowest loss / 10, median over seeds)")
 
-    steps_per_epoch = len(data.x_train) // batch_size
-    total_steps = epochs * steps_per_epoch
-    tx = clrjax.scheduled(
-        optax.sgd,
-        learning_rate=clrjax.one_cycle_schedule(total_steps, max_lr),
-        momentum=clrjax.one_cycle_momentum_schedule(total_steps),
-        nesterov=True,
+    def accuracy(params, batch_stats, batch):
+        x, y = batch
+        logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+        return jnp.mean(jnp.argmax(logits, axis=-1) == y)
+
+    # The one-cycle peak: not read off a suggestion, but raced on held-out data.
+    steps_per_epoch = len(train_data[0]) // batch_size
+    choice = clrjax.find_schedule(
+        loss_fn,
+        variables["params"],
+        train_data,
+        state=variables["batch_stats"],
+        val_data=val_data,
+        val_metric=accuracy,
+        total_steps=epochs * steps_per_epoch,
+        batch_size=batch_size,
+        optimizer=functools.partial(optax.sgd, momentum=0.9, nesterov=True),
+        kinds=("one_cycle",),
+        range_test_steps=steps,
     )
+    print(choice)
+    print(f"1cycle max LR {choice.learning_rate:.3g} (find_schedule, {choice.decided_by})")
+
+    tx = choice.optimizer()
     params, batch_stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
 
@@ -112,22 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    @jax.jit
-    def accuracy(params, batch_stats, x, y):
-        logits = model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-        return jnp.mean(jnp.argmax(logits, axis=-1) == y)
-
+    test_accuracy = jax.jit(accuracy)
+    x_train, y_train = train_data
     key = jax.random.key(1)
     for epoch in range(1, epochs + 1):
         key, epoch_key = jax.random.split(key)
-        order = jax.random.permutation(epoch_key, len(data.x_train))
+        order = jax.random.permutation(epoch_key, len(x_train))
         losses = []
         for idx in order[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size):
             params, batch_stats, opt_state, loss = train_step(
-                params, batch_stats, opt_state, data.x_train[idx], data.y_train[idx]
+                params, batch_stats, opt_state, x_train[idx], y_train[idx]
             )
             losses.append(loss)
-        acc = float(accuracy(params, batch_stats, data.x_test, data.y_test))
+        acc = float(test_accuracy(params, batch_stats, (data.x_test, data.y_test)))
         loss = float(jnp.mean(jnp.stack(losses)))
         print(f"epoch {epoch:>2}: train loss {loss:.4f}, test accuracy {acc:.2%}")
     print(f"final test accuracy {acc:.2%}")

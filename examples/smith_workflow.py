@@ -1,29 +1,36 @@
-"""Leslie Smith's workflow end to end: grid range test -> pick LR and weight decay -> 1cycle.
+"""Leslie Smith's workflow end to end: grid range test -> momentum -> find_schedule -> 1cycle.
 
 Following *A disciplined approach to neural network hyper-parameters* (Smith, 2018):
 
 1. **Range test over a grid.** One LR range test per (weight decay, momentum)
-   pair, all 16 run as lanes of one compiled program by :func:`clrjax.range_test`.
-2. **Pick.** The lane whose smoothed loss gets lowest wins (``result.best``): its
-   weight decay and momentum are kept, and the maximum learning rate is read off
-   its curve (rule explained at the pick below).
-3. **Train with 1cycle.** :func:`clrjax.one_cycle_schedule` for the learning rate
-   and :func:`clrjax.one_cycle_momentum_schedule` for the momentum (cycled down
-   while the LR goes up), combined by :func:`clrjax.scheduled` into one optax
-   optimizer, in an ordinary jitted training loop.
+   pair, all 16 run as lanes of one compiled program by :func:`clrjax.range_test`,
+   read as a table. Smith picks the momentum this way: the lane whose smoothed
+   loss gets lowest (``result.best()``) gives it.
+2. **Race 1cycle schedules.** :func:`clrjax.find_schedule`, with that momentum
+   fixed in the optimizer, proposes one-cycle peaks from its own range test and
+   races them, for every weight decay of the grid, on accuracy on a validation
+   split carved from the training split. (find_schedule refuses a grid over the
+   momentum: one-cycle cycles it 0.95 -> 0.85 -> 0.95, so the momentum picked in
+   stage 1 is the one its range test runs at; ``kinds=("one_cycle", "decay")``
+   would race the per-epoch decay as well, which holds it.)
+3. **Train with 1cycle.** ``choice.optimizer()``: the winning learning-rate and
+   momentum schedules and weight decay applied to the optimizer by
+   :func:`clrjax.scheduled`, in an ordinary jitted training loop, for the
+   budget the race was run for; test accuracy on the untouched test split.
 
 The model is a small MLP on scikit-learn's digits (or mnist1d), both offline.
 
 Usage::
 
-    python examples/smith_workflow.py                    # digits, ~20 s on 2 CPU cores
+    python examples/smith_workflow.py                    # digits, ~80 s on 2 CPU cores
     python examples/smith_workflow.py --dataset mnist1d
-    python examples/smith_workflow.py --quick            # seconds (used by the tests)
+    python examples/smith_workflow.py --quick            # tiny settings (used by the tests)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import jax
@@ -36,12 +43,13 @@ from clrjax import demo
 
 WEIGHT_DECAYS = (1e-3, 1e-4, 1e-5, 0.0)
 MOMENTA = (0.85, 0.9, 0.95, 0.99)
+VAL_FRACTION = 0.2  # of the training split, held out to score the race
 
 
 def sgd(learning_rate, momentum, weight_decay):
     """SGD with Nesterov momentum and L2 weight decay, the optimizer of every stage.
 
-    All three arguments may be arrays: the range test traces ``momentum`` and
+    All three arguments may be arrays: the range tests trace ``momentum`` and
     ``weight_decay`` per lane, and training passes schedules through
     :func:`clrjax.scheduled`.
     """
@@ -51,19 +59,38 @@ def sgd(learning_rate, momentum, weight_decay):
     )
 
 
-def train_one_cycle(data, init_params, *, max_lr, momentum, weight_decay, epochs, batch_size):
-    """1cycle training; prints LR, momentum, train loss and test accuracy per epoch."""
-    steps_per_epoch = len(data.x_train) // batch_size
-    total_steps = epochs * steps_per_epoch
-    # Momentum cycles inversely to the LR, between the picked value and 0.1 below it.
-    lr_schedule = clrjax.one_cycle_schedule(total_steps, max_lr)
-    momentum_schedule = clrjax.one_cycle_momentum_schedule(
-        total_steps, base_momentum=momentum - 0.1, max_momentum=momentum
-    )
-    opt = clrjax.scheduled(
-        sgd, learning_rate=lr_schedule, momentum=momentum_schedule, weight_decay=weight_decay
-    )
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+def range_test_table(result: clrjax.RangeTestResult) -> None:
+    """Prints each lane's lowest smoothed loss, where it is, and where the lane diverged."""
+    lowest = np.nanmin(result.smoothed, axis=1)
+    at_lowest = result.lrs[np.nanargmin(result.smoothed, axis=1)]
+    minimum = result.suggest("minimum")
+    print(f"  {'lane':<36} {'lowest loss':>11} {'at LR':>8} {'minimum':>8} {'diverged at LR':>14}")
+    for i in range(result.num_lanes):
+        diverged = result.diverged_at[i]
+        where = f"{result.lrs[diverged]:.3g}" if diverged >= 0 else "-"
+        print(
+            f"  {result.lane_label(i):<36} {lowest[i]:>11.4f} {at_lowest[i]:>8.3g} "
+            f"{minimum[i]:>8.3g} {where:>14}"
+        )
+
+
+def race_table(choice: clrjax.ScheduleChoice) -> None:
+    """Prints the candidates that reached the second rung, with their score in each rung."""
+    scores = choice.candidate_scores()
+    budgets = " ".join(f"{f'{r.num_steps} steps':>10}" for r in choice.rungs)
+    print(f"  {'candidate':<44} {budgets}")
+    for i in np.flatnonzero(np.isfinite(scores[:, 1])):
+        row = " ".join(f"{s:>10.2%}" if np.isfinite(s) else f"{'-':>10}" for s in scores[i])
+        mark = "  <- winner" if i == choice.winner else ""
+        print(f"  {choice.candidates[i].label():<44} {row}{mark}")
+
+
+def train(choice: clrjax.ScheduleChoice, data, train_data, init_params, *, batch_size):
+    """Trains ``init_params`` with ``choice.optimizer()``; prints LR, momentum, loss, test acc."""
+    opt = choice.optimizer()
+    x_train, y_train = (jnp.asarray(a) for a in train_data)
+    steps_per_epoch = len(x_train) // batch_size
+    epochs = choice.total_steps // steps_per_epoch
 
     @jax.jit
     def run_epoch(params, opt_state, key):
@@ -91,7 +118,7 @@ def train_one_cycle(data, init_params, *, max_lr, momentum, weight_decay, epochs
         params, opt_state, loss = run_epoch(params, opt_state, epoch_key)
         acc = float(demo.mlp_accuracy(params, (data.x_test, data.y_test)))
         print(f"{epoch:>5} {lr:>9.4f} {mom:>8.3f} {float(loss):>10.4f} {acc:>8.2%}")
-    return params, acc
+    return acc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     batch_size = 64
 
     data = demo.load_dataset(args.dataset)
+    order = np.random.default_rng(0).permutation(len(data.x_train))
+    n_val = round(VAL_FRACTION * len(order))
+    train_data = (data.x_train[order[n_val:]], data.y_train[order[n_val:]])
+    val_data = (data.x_train[order[:n_val]], data.y_train[order[:n_val]])
     sizes = (data.x_train.shape[1], *hidden, data.num_classes)
     params = demo.init_mlp(jax.random.key(0), sizes)
 
@@ -113,57 +144,47 @@ def main(argv: list[str] | None = None) -> int:
     result = clrjax.range_test(
         demo.mlp_loss,
         params,
-        (data.x_train, data.y_train),
+        train_data,
         batch_size=batch_size,
         num_steps=steps,
-        start_lr=1e-5,
+        start_lr=1e-5,  # find_schedule's range
         end_lr=10.0,
         optimizer=sgd,
         grid={"weight_decay": WEIGHT_DECAYS, "momentum": MOMENTA},
         progress=False,
     )
-    lowest = np.nanmin(result.smoothed, axis=1)
-    at_lowest = result.lrs[np.nanargmin(result.smoothed, axis=1)]
-    minimum = result.suggest("minimum")
     print(f"  {result.strategy}, {result.num_lanes} lanes")
-    print(f"  {'lane':<36} {'lowest loss':>11} {'at LR':>8} {'min/10':>8} {'diverged at LR':>14}")
-    for i in range(result.num_lanes):
-        diverged = result.diverged_at[i]
-        where = f"{result.lrs[diverged]:.3g}" if diverged >= 0 else "-"
-        print(
-            f"  {result.lane_label(i):<36} {lowest[i]:>11.4f} {at_lowest[i]:>8.3g} "
-            f"{minimum[i]:>8.3g} {where:>14}"
-        )
+    range_test_table(result)
+    # Smith keeps the momentum whose test reaches the lowest loss: it lets the
+    # network learn fastest. (The curves' LR readings are not the schedule: the race decides.)
+    best = result.best()
+    momentum = best.hparams["momentum"]
+    print(f"  lowest loss: {result.lane_label(best.index)} -> momentum {momentum:g}")
 
-    # -- Stage 2: pick. Smith keeps the weight decay and momentum whose test reaches
-    # the lowest loss (regularisation that still lets the network learn fastest),
-    # and for 1cycle takes the largest LR at which training still converges. The
-    # loss minimum sits right at the edge of divergence, so we read the maximum LR
-    # as one order of magnitude below it: result.best("minimum") returns the lane
-    # with the lowest smoothed loss and that lane's LR-at-minimum / 10 (fastai's
-    # "minimum" suggestion). The "valley" reading is printed for comparison; it is
-    # usually more conservative (a constant-LR pick rather than a 1cycle peak).
-    best = result.best("minimum")
-    valley = result.suggest("valley")[best.index]
-    weight_decay, momentum = best.hparams["weight_decay"], best.hparams["momentum"]
-    print(f"\nStage 2: best lane {best.index}: {result.lane_label(best.index)}")
-    print(f"  max LR {best.lr:.3g} (LR at its lowest loss / 10; valley would say {valley:.3g})")
-    # How much did the weight decay matter? Compare the lanes sharing the momentum.
-    same_momentum = result.hparams["momentum"] == momentum
-    spread = np.ptp(lowest[same_momentum])
-    print(f"  lowest losses across weight decays at momentum {momentum:g} differ by {spread:.4f}")
-
-    # -- Stage 3: 1cycle with cyclical momentum and the picked weight decay.
-    print(f"\nStage 3: 1cycle training, {epochs} epochs, batch size {batch_size}")
-    _, acc = train_one_cycle(
-        data,
+    # -- Stage 2: race one-cycle peaks x weight decays at that momentum.
+    steps_per_epoch = len(train_data[0]) // batch_size
+    print(f"\nStage 2: find_schedule, momentum {momentum:g}, weight_decay {WEIGHT_DECAYS}")
+    choice = clrjax.find_schedule(
+        demo.mlp_loss,
         params,
-        max_lr=best.lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        epochs=epochs,
+        train_data,
+        val_data=val_data,
+        total_steps=epochs * steps_per_epoch,
         batch_size=batch_size,
+        optimizer=functools.partial(sgd, momentum=momentum),
+        grid={"weight_decay": WEIGHT_DECAYS},
+        val_metric=demo.mlp_accuracy,  # fraction right: higher is better
+        kinds=("one_cycle",),
+        range_test_steps=steps if args.quick else 100,
     )
+    print(f"  {len(choice.candidates)} candidates raced; validation accuracy per rung:")
+    race_table(choice)
+    print(f"  decided by {choice.decided_by}")
+    print(f"  {choice}")
+
+    # -- Stage 3: the full run with the winner (the race's budget, on the same data).
+    print(f"\nStage 3: 1cycle training, {epochs} epochs, batch size {batch_size}")
+    acc = train(choice, data, train_data, params, batch_size=batch_size)
     print(f"\nfinal test accuracy {acc:.2%}")
     return 0
 

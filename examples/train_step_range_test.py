@@ -1,9 +1,10 @@
-"""Your own Flax train step and train state through the LR range test, unchanged.
+"""Your own Flax train step and train state through the LR range test and find_schedule_step.
 
 :func:`clrjax.range_test_step` takes the ``train_step(state, batch) -> (state,
 metrics)`` you already have and runs it once per lane, with every lane's
 learning rate (the ramp) and grid values written into the optimizer state
-before each step. The only requirement is an optimizer built with
+before each step; :func:`clrjax.find_schedule_step` races schedules through
+the same train step. The only requirement is an optimizer built with
 ``optax.inject_hyperparams``, so that those values live in the state:
 
     tx = optax.chain(
@@ -15,17 +16,20 @@ Shows, on scikit-learn's 8x8 digits (offline):
 
 * **Flax linen**: a ``flax.training.train_state.TrainState``, a jitted train
   step with dropout (``takes_rng=True``: a PRNG key per lane and step), an
-  eval step scoring the test set as the run goes (``val_step``), a weight-decay
-  grid as lanes; then a short training run with the picked learning rate and
-  weight decay, by the very same train step;
+  eval step scoring a validation split (carved from the training split) as the
+  run goes (``val_step``), a weight-decay grid as lanes; then
+  :func:`clrjax.find_schedule_step` picking the schedule (one-cycle, with
+  AdamW's ``b1`` cycled, or a per-epoch decay) and the weight decay by racing
+  them on validation accuracy (``metric_key="accuracy"``), and the full run
+  with ``choice.optimizer(factory)``, by the very same train step;
 * **Flax NNX**: ``nnx.Optimizer`` through the functional API: the train state
   is ``nnx.split((model, optimizer))``'s ``State``, the train step merges it,
   updates and returns ``nnx.state((model, optimizer))``.
 
 Usage::
 
-    python examples/train_step_range_test.py           # ~20 s on 2 CPU cores
-    python examples/train_step_range_test.py --quick   # seconds (used by the tests)
+    python examples/train_step_range_test.py           # ~100 s on 2 CPU cores
+    python examples/train_step_range_test.py --quick   # tiny settings (used by the tests)
 """
 
 from __future__ import annotations
@@ -47,27 +51,32 @@ from clrjax import demo
 WEIGHT_DECAYS = [1e-1, 1e-2, 1e-4]
 
 
-def make_optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
-    """Clipped AdamW; ``inject_hyperparams`` keeps its LR and weight decay in the state."""
+def clipped_adamw(learning_rate, weight_decay, b1=0.9) -> optax.GradientTransformation:
+    """AdamW after gradient clipping: the optimizer factory of this example."""
     return optax.chain(
         optax.clip_by_global_norm(1.0),
-        optax.inject_hyperparams(optax.adamw)(
-            learning_rate=learning_rate, weight_decay=weight_decay
-        ),
+        optax.adamw(learning_rate, b1=b1, weight_decay=weight_decay),
+    )
+
+
+def make_optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
+    """``inject_hyperparams`` keeps the LR, ``b1`` and the weight decay in the state."""
+    return optax.inject_hyperparams(clipped_adamw)(
+        learning_rate=learning_rate, weight_decay=weight_decay
     )
 
 
 def report(result: clrjax.RangeTestResult):
     """Prints each lane's suggestions and returns the lane with the lowest loss."""
-    valley, minimum = result.suggest("valley"), result.suggest("minimum")
+    minimum, valley = result.suggest("minimum"), result.suggest("valley")
     for i in range(result.num_lanes):
         print(
-            f"  {result.lane_label(i):<20} valley LR {valley[i]:.3g}, minimum LR {minimum[i]:.3g}"
+            f"  {result.lane_label(i):<20} minimum LR {minimum[i]:.3g}, valley LR {valley[i]:.3g}"
             f", diverged at step {result.diverged_at[i]}"
         )
-    best = result.best("valley")
+    best = result.best()
     label = result.lane_label(best.index)
-    print(f"  best lane: {label}, valley LR {best.lr:.3g} (ran {result.strategy})")
+    print(f"  best lane: {label}, minimum LR {best.lr:.3g} (ran {result.strategy})")
     return best
 
 
@@ -113,15 +122,20 @@ def linen_example(data: demo.Dataset, hidden: int, steps: int, epochs: int, batc
     state = train_state.TrainState.create(
         apply_fn=model.apply, params=params, tx=make_optimizer(1e-3, 1e-4)
     )
+    # A validation split carved from the training split: the test split stays untouched.
+    order = np.random.default_rng(0).permutation(len(data.x_train))
+    n_val = len(order) // 5
+    train_data = (data.x_train[order[n_val:]], data.y_train[order[n_val:]])
+    val_data = (data.x_train[order[:n_val]], data.y_train[order[:n_val]])
 
     print("Flax linen TrainState, clip + AdamW, dropout:")
     result = clrjax.range_test_step(
         linen_train_step,
         state,
-        (data.x_train, data.y_train),
+        train_data,
         grid={"weight_decay": WEIGHT_DECAYS},
         takes_rng=True,  # linen_train_step(state, batch, key)
-        val_data=(data.x_test, data.y_test),
+        val_data=val_data,
         val_step=linen_eval_step,
         val_every=10,
         batch_size=batch_size,
@@ -131,19 +145,39 @@ def linen_example(data: demo.Dataset, hidden: int, steps: int, epochs: int, batc
     )
     best = report(result)
     val = result.val_losses[best.index]
-    print(f"  its lowest test loss during the test: {np.nanmin(val):.3f}")
+    print(f"  its lowest validation loss during the test: {np.nanmin(val):.3f}")
 
-    # The range test left `state` as it was: train its params with the pick, same train step.
-    tx = make_optimizer(best.lr, best.hparams["weight_decay"])
+    # The schedule and weight decay: raced through the same train and eval steps.
+    steps_per_epoch = len(train_data[0]) // batch_size
+    choice = clrjax.find_schedule_step(
+        linen_train_step,
+        state,
+        train_data,
+        val_data=val_data,
+        val_step=linen_eval_step,
+        metric_key="accuracy",
+        total_steps=epochs * steps_per_epoch,
+        batch_size=batch_size,
+        grid={"weight_decay": WEIGHT_DECAYS},
+        takes_rng=True,
+        range_test_steps=steps,
+    )
+    print(f"  {choice}")
+    print(f"  decided by {choice.decided_by}")
+
+    # Neither test changed `state`: train its params with the choice, same train step.
+    # choice.optimizer(factory) is the factory with the chosen schedules (LR, and b1
+    # for one-cycle) and weight decay.
+    tx = choice.optimizer(clipped_adamw)
     state = train_state.TrainState.create(apply_fn=model.apply, params=state.params, tx=tx)
+    x_train, y_train = train_data
     key = jax.random.key(1)
-    steps_per_epoch = len(data.x_train) // batch_size
     for epoch in range(1, epochs + 1):
         key, order_key = jax.random.split(key)
-        order = jax.random.permutation(order_key, len(data.x_train))
+        order = jax.random.permutation(order_key, len(x_train))
         for idx in order[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size):
             key, dropout_key = jax.random.split(key)
-            state, _ = linen_train_step(state, (data.x_train[idx], data.y_train[idx]), dropout_key)
+            state, _ = linen_train_step(state, (x_train[idx], y_train[idx]), dropout_key)
         metrics = linen_eval_step(state, (data.x_test, data.y_test))
         print(f"  epoch {epoch}: test accuracy {float(metrics['accuracy']):.2%}")
     print(f"final test accuracy {float(metrics['accuracy']):.2%}")

@@ -125,24 +125,53 @@ def test_seed_claim_bench_text(wall, verdict):
     assert "not run" in seed_claim.bench_text(None)[0]
 
 
+def _choice(out):
+    """``(kind, learning_rate, hparams text)`` of the ``ScheduleChoice`` an example printed."""
+    m = re.search(
+        r"ScheduleChoice\((one_cycle|decay), learning_rate=([\d.e-]+)(.*?), total_steps", out
+    )
+    assert m is not None, out
+    return m.group(1), float(m.group(2)), m.group(3)
+
+
 def test_smith_workflow_quick(capsys):
     assert _load("smith_workflow").main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "16 lanes" in out
-    picked = re.search(r"best lane \d+: weight_decay=([\d.e-]+), momentum=([\d.]+)", out)
-    assert picked is not None
-    assert float(picked.group(2)) in (0.85, 0.9, 0.95, 0.99)
-    max_lr = float(re.search(r"max LR ([\d.e-]+)", out).group(1))
-    assert 1e-5 < max_lr < 10.0
+    momentum = float(re.search(r"-> momentum ([\d.]+)", out).group(1))
+    assert momentum in (0.85, 0.9, 0.95, 0.99)
+    assert f"Stage 2: find_schedule, momentum {momentum:g}" in out
+    kind, lr, grid = _choice(out)
+    assert kind == "one_cycle" and 1e-5 < lr < 10.0
+    assert float(re.fullmatch(r", weight_decay=([\d.e-]+)", grid).group(1)) in (1e-3, 1e-4, 1e-5, 0)
+    assert "<- winner" in out and "decided by rung" in out
+    first_epoch = re.search(r"^\s+1\s+([\d.]+)\s+([\d.]+)", out, re.MULTILINE)
+    assert float(first_epoch.group(1)) == pytest.approx(lr / 25, rel=0.01)  # one-cycle's start
+    assert float(first_epoch.group(2)) == pytest.approx(0.95)  # its momentum's start
     assert _final_accuracy(out) > 30.0  # well above chance (10%) after two epochs
 
 
-@pytest.mark.parametrize("name", ["flax_nnx_range_test", "flax_linen_range_test"])
-def test_flax_examples_quick(name, capsys):
+def test_flax_linen_example_quick(capsys):
     pytest.importorskip("flax")
-    assert _load(name).main(["--quick"]) == 0
+    assert _load("flax_linen_range_test").main(["--quick"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"max LR [\d.e-]+", out)
+    assert re.search(r"valley: median LR [\d.e-]+ over 3 seeds", out)
+    kind, lr, _ = _choice(out)
+    assert kind == "one_cycle"
+    assert f"1cycle max LR {lr:.3g} (find_schedule" in out
+    assert out.count("epoch ") == 2
+    assert _final_accuracy(out) > 30.0
+
+
+def test_flax_nnx_example_quick(capsys):
+    pytest.importorskip("flax")
+    assert _load("flax_nnx_range_test").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    lanes = re.findall(r"range test lane weight_decay=([\d.e-]+)\s+minimum LR", out)
+    assert lanes == ["0.0001", "1e-05", "0"]
+    kind, lr, grid = _choice(out)
+    assert f"{kind} at LR {lr:.3g} (find_schedule" in out
+    assert float(re.fullmatch(r", weight_decay=([\d.e-]+)", grid).group(1)) in (1e-4, 1e-5, 0)
     assert out.count("epoch ") == 2
     assert _final_accuracy(out) > 30.0
 
@@ -152,15 +181,29 @@ def test_train_step_example_quick(capsys):
     assert _load("train_step_range_test").main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "Flax linen TrainState" in out and "Flax NNX nnx.Optimizer" in out
-    lanes = re.findall(r"weight_decay=([\d.e-]+)\s+valley LR ([\d.e-]+|nan)", out)
+    lanes = re.findall(r"weight_decay=([\d.e-]+)\s+minimum LR ([\d.e-]+|nan), valley LR", out)
     assert [wd for wd, _ in lanes] == ["0.1", "0.01", "0.0001"] * 2
     picks = [
-        float(re.search(r"valley LR ([\d.e-]+) \(ran", line).group(1))
+        float(re.search(r"minimum LR ([\d.e-]+) \(ran", line).group(1))
         for line in out.splitlines()
         if "best lane" in line
     ]
     assert len(picks) == 2 and all(1e-5 < lr < 10.0 for lr in picks)
-    val_loss = float(re.search(r"lowest test loss during the test: ([\d.]+)", out).group(1))
+    val_loss = float(re.search(r"lowest validation loss during the test: ([\d.]+)", out).group(1))
     assert val_loss < np.log(10)  # below chance: validation ran on the lanes' states
+    _, lr, grid = _choice(out)
+    assert 1e-5 < lr < 10.0
+    assert float(re.fullmatch(r", weight_decay=([\d.e-]+)", grid).group(1)) in (0.1, 0.01, 1e-4)
+    assert "decided by rung" in out
     assert out.count("  epoch ") == 2
     assert _final_accuracy(out) > 30.0
+
+
+def test_digits_range_test_quick(capsys):
+    assert _load("digits_range_test").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "4 lanes x 30 steps" in out
+    lanes = re.findall(r"weight_decay=([\d.e-]+)\s+([\d.e-]+|nan)\s", out)
+    assert [wd for wd, _ in lanes] == ["0.001", "0.0001", "1e-05", "0"]
+    assert all(1e-4 < float(lr) < 10.0 for _, lr in lanes)
+    assert re.search(r"lowest loss: lane \d \(weight_decay=[\d.e-]+\), minimum LR [\d.e-]+", out)
