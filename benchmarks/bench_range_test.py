@@ -1,8 +1,8 @@
-"""How much cheaper K candidate runs are as lanes of one range test than as K runs.
+"""Time to the first answer and warm speed of K candidate runs as lanes of one range test.
 
-Every row trains ``K`` lanes for ``--steps`` steps of SGD (momentum 0.9) with an
-exponential learning-rate ramp, each lane with its own weight decay, on batches
-of ``--batch-size``:
+Every row trains ``K`` lanes for ``--steps`` steps of SGD (momentum 0.9,
+coupled weight decay) with an exponential learning-rate ramp, each lane with
+its own weight decay, on batches of ``--batch-size``:
 
 * ``loop/scan``: a Python loop over the K runs, each one call of a jitted
   ``lax.scan`` over all steps (compiled once, weight decay passed as an argument);
@@ -10,37 +10,43 @@ of ``--batch-size``:
   single-lane train step (what most training scripts do);
 * ``torch-lr-finder/<n>t``: ``LRFinder.range_test`` run K times (only when
   ``torch`` and ``torch_lr_finder`` import) with ``torch.set_num_threads(n)``,
-  n = 2 and 1 (one thread suffers far less when other processes share the
-  cores), same model and optimizer, ``diverge_th=inf`` so every run does all
-  steps; "vs torch" compares with the faster of the two;
-* ``clrjax/<lanes>``: ``clrjax.range_test`` with each lane strategy, and ``auto``.
+  same model and optimizer, ``diverge_th=inf`` so every run does all steps;
+* ``clrjax/<strategy>``: one ``clrjax.range_test`` call with ``strategy=``
+  ``auto`` (the default: rules), ``vmap``, ``serial``, ``map`` (a quarter of the
+  lanes at a time) or ``timed`` (vmap and serial timed on the first chunk).
 
-Each row's first call runs from empty caches and compiles ("compile" is that
-call's time minus the steady time). Then the rows of one workload and K take
-turns: ``--repeats`` rounds, each row called in every round until it has run
-for ``--min-time / --repeats`` seconds, so that load from other processes hits
-all rows alike; the steady time is a row's fastest call. Memory is the
-device's peak bytes in use where JAX reports it (GPU/TPU), else the peak growth
-of the process's resident set during the steady runs, sampled every 2 ms.
+**Cold** (what a user waits for: a range test usually runs once): each row's
+first call in a fresh process (``_cold.py``: imports, data, one call,
+``block_until_ready``), the wall time of the whole process measured from
+outside; ``--cold-repeats`` rounds, the rows taking turns, the median reported
+(with the child's CPU time, less sensitive to other processes' load, and its
+own split into imports, data and the call).
 
-Run from the repository root (the script puts the repository first on
-``sys.path``), with the torch environment for the torch rows::
+**Warm** (a call that reuses compiled programs): in this process, after one
+call of each row, ``--repeats`` rounds, each row called in every round until
+it has run for ``--min-time / --repeats`` seconds, so that load from other
+processes hits all rows alike; a row's time is its fastest call.
 
-    python benchmarks/bench_range_test.py                # CPU defaults: a few minutes
-    python benchmarks/bench_range_test.py --workloads mlp512 --lanes 16
+Run from the repository root (the scripts put the repository first on
+``sys.path``); ``pip install -e ".[bench]"`` for the torch rows::
+
+    python benchmarks/bench_range_test.py            # CPU: ~15 min on 2 cores
+    python benchmarks/bench_range_test.py --quick    # ~2 min
+    python benchmarks/bench_range_test.py --no-cold --workloads mlp512 --lanes 16
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import json
 import math
 import os
 import platform
 import resource
+import statistics
+import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -52,265 +58,108 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _workloads import WORKLOADS, Workload, make_batches, make_workload
+from _data import MOMENTUM, START_LR, WORKLOADS, make_batches, weight_decays
+from _rows import clrjax_range_test, loop_scan, loop_step
+from _torch_rows import torch_available, torch_lr_finder_runs
+from _workloads import make_workload
 
-import clrjax
-
-START_LR, END_LR, MOMENTUM = 1e-4, 1.0, 0.9
-LANE_STRATEGIES = ("vmap", "map", "sequential", "serial", "sharded", "auto")
+HERE = Path(__file__).resolve().parent
+STRATEGIES = ("auto", "vmap", "serial", "map", "timed")
+COLD_ROWS = ("clrjax/auto", "loop/scan", "torch-lr-finder/2t")
+# CPU defaults (on accelerators every workload runs K in 1, 4, 16, 64 and 100 steps).
+CPU_LANES = {"logreg": "4,16,64", "mlp64": "4,16,64", "mlp512": "4,16", "cnn": "4,16"}
+CPU_STEPS = {"cnn": 20}
+CPU_WORKLOADS = "logreg,mlp64,mlp512,cnn"
+CPU_COLD = "logreg:16,mlp64:16,mlp512:16"
+ACCELERATOR_COLD = CPU_COLD + ",cifar_cnn:64"
 
 
 # ----------------------------------------------------------------------------- measuring
 
 
-class _PeakMemory:
-    """Peak memory during a block: device peak bytes, or sampled RSS growth on CPU."""
-
-    def __init__(self):
-        self.device = jax.devices()[0]
-        self.peak_mb = float("nan")
-        self.source = ""
-
-    @staticmethod
-    def _rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def __enter__(self):
-        stats = self.device.memory_stats()
-        if stats and "peak_bytes_in_use" in stats:
-            self.source = "device peak"
-            return self
-        self.source = "RSS growth"
-        self._base = self._rss_mb()
-        self._top = self._base
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(0.002):
-                self._top = max(self._top, self._rss_mb())
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.source == "device peak":
-            self.peak_mb = self.device.memory_stats()["peak_bytes_in_use"] / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_mb = max(self._top, self._rss_mb()) - self._base
+def _device_peak_mb() -> float:
+    """The device's peak bytes in use (GPU/TPU), NaN where JAX does not report it (CPU)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else math.nan
 
 
-def _clear_caches() -> None:
-    jax.clear_caches()
-    if hasattr(clrjax, "range_test"):
-        from clrjax import _driver
+def measure_warm(rows: dict, repeats: int, min_time: float) -> dict[str, dict[str, float]]:
+    """Times every ``rows[name]()`` warm, the rows taking turns.
 
-        _driver.get_program.cache_clear()
-        _driver._CHOICES.clear()
-
-
-def _measure_rows(rows: dict, repeats: int, min_time: float) -> dict[str, dict[str, float]]:
-    """Times every ``rows[name]()`` once cold, then warm, the rows taking turns.
-
-    Cold: each row's first call from empty caches (JAX's and clrjax's), so it
-    compiles (and ``auto`` times its candidates). Warm: ``repeats`` rounds; in
-    each round every row in turn is called until it has run for
-    ``min_time / repeats`` seconds (at least once). Taking turns spreads the
-    load of other processes over all rows alike. The fastest warm call is the
-    steady time; the median of the warm calls is kept too.
+    One call of each row first (compilation, and ``timed``'s choice); then
+    ``repeats`` rounds, in each of which every row in turn is called until it
+    has run for ``min_time / repeats`` seconds (at least once). The fastest
+    call is the row's time (``steady``); the median is kept too, and the least
+    CPU time of this process over the calls (``cpu``: all threads; unlike the
+    wall time it hardly grows while other processes hold the cores).
     """
-    first = {}
-    for name, fn in rows.items():
-        _clear_caches()
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        first[name] = time.perf_counter() - start
-    for fn in rows.values():  # compiled again after the other rows cleared the caches
+    for fn in rows.values():
         jax.block_until_ready(fn())
     times = {name: [] for name in rows}
-    peak = dict.fromkeys(rows, 0.0)
+    cpu = {name: [] for name in rows}
     for _ in range(repeats):
         for name, fn in rows.items():
             spent = 0.0
             while spent == 0.0 or spent < min_time / repeats:
-                with _PeakMemory() as mem:
-                    start = time.perf_counter()
-                    jax.block_until_ready(fn())
-                    elapsed = time.perf_counter() - start
+                start, start_cpu = time.perf_counter(), time.process_time()
+                jax.block_until_ready(fn())
+                elapsed = time.perf_counter() - start
+                cpu[name].append(time.process_time() - start_cpu)
                 times[name].append(elapsed)
                 spent += elapsed
-                peak[name] = max(peak[name], mem.peak_mb)
     return {
         name: {
             "steady": min(times[name]),
             "median": float(np.median(times[name])),
-            "compile": max(first[name] - min(times[name]), 0.0),
-            "mem_mb": peak[name],
+            "cpu": min(cpu[name]),
+            "calls": len(times[name]),
+            "mem_mb": _device_peak_mb(),
         }
         for name in rows
     }
 
 
-# ----------------------------------------------------------------------------- JAX baselines
-
-
-def _lrs(num_steps: int) -> jax.Array:
-    return START_LR * (END_LR / START_LR) ** (jnp.arange(num_steps) / max(num_steps - 1, 1))
-
-
-def _optimizer(num_steps: int, weight_decay) -> optax.GradientTransformation:
-    """SGD with momentum and coupled weight decay (torch.optim.SGD's weight_decay)."""
-    lrs = _lrs(num_steps)
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay),
-        optax.sgd(lambda count: lrs[jnp.minimum(count, num_steps - 1)], momentum=MOMENTUM),
+def _cold_call(row: str, name: str, k: int, steps: int, batch_size: int) -> dict:
+    """One fresh process running ``row``'s first call; wall and CPU seconds from outside."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, str(HERE / "_cold.py"), row, name, str(k), str(steps), str(batch_size)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"cold {row} {name} K={k} failed:\n{done.stderr[-2000:]}")
+    phases = json.loads(done.stdout.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu, **phases}
 
 
-def _single_lane(workload: Workload, num_steps: int):
-    """``init(params, wd) -> state`` and ``step(state, wd, batch) -> (state, loss)``."""
+def measure_cold(cases, rows, repeats: int, steps_of, batch_size: int) -> dict:
+    """``{(name, k): {row: medians}}`` over ``repeats`` rounds of fresh processes.
 
-    def init(params, weight_decay):
-        return params, _optimizer(num_steps, weight_decay).init(params)
-
-    def step(state, weight_decay, batch):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(workload.loss_fn)(params, batch)
-        updates, opt_state = _optimizer(num_steps, weight_decay).update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    return init, step
-
-
-def single_run(workload: Workload, num_steps: int):
-    """``run(params, weight_decay, xs, ys) -> losses``: one lane's whole run (not jitted)."""
-    init, step = _single_lane(workload, num_steps)
-
-    def run(params, weight_decay, xs, ys):
-        state = init(params, weight_decay)
-        _, losses = jax.lax.scan(lambda s, b: step(s, weight_decay, b), state, (xs, ys))
-        return losses
-
-    return run
-
-
-def loop_scan(workload: Workload, batches, weight_decays, num_steps: int):
-    """K calls of one jitted whole run (a ``lax.scan`` over the steps)."""
-    run = jax.jit(single_run(workload, num_steps))
-    xs, ys = map(jnp.asarray, batches)
-    return lambda: jnp.stack([run(workload.params, wd, xs, ys) for wd in weight_decays])
-
-
-def loop_step(workload: Workload, batches, weight_decays, num_steps: int):
-    """K x num_steps calls of one jitted single-lane train step from Python."""
-    init, step = _single_lane(workload, num_steps)
-    init, step = jax.jit(init), jax.jit(step)
-    per_step = [(jnp.asarray(x), jnp.asarray(y)) for x, y in zip(*batches, strict=True)]
-
-    def run():
-        curves = []
-        for wd in weight_decays:
-            wd = jnp.asarray(wd, jnp.float32)
-            state, losses = init(workload.params, wd), []
-            for batch in per_step:
-                state, loss = step(state, wd, batch)
-                losses.append(loss)
-            curves.append(jnp.stack(losses))
-        return jnp.stack(curves)
-
-    return run
-
-
-# ----------------------------------------------------------------------------- torch baseline
-
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-        import torch_lr_finder  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def torch_lr_finder_runs(
-    workload: Workload, weight_decays, num_steps: int, batch_size: int, threads: int
-):
-    """``LRFinder.range_test`` once per weight decay, on a DataLoader over the same data."""
-    import torch
-    from torch_lr_finder import LRFinder
-
-    dataset = torch.utils.data.TensorDataset(
-        torch.from_numpy(workload.x), torch.from_numpy(workload.y).long()
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True
-    )
-
-    def run():
-        torch.set_num_threads(threads)  # per call: the rows take turns
-        for wd in weight_decays:
-            model = workload.torch_model()
-            opt = torch.optim.SGD(
-                model.parameters(), lr=START_LR, momentum=MOMENTUM, weight_decay=float(wd)
-            )
-            finder = LRFinder(model, opt, torch.nn.CrossEntropyLoss(), device="cpu")
-            with contextlib.redirect_stdout(io.StringIO()):
-                finder.range_test(
-                    loader,
-                    end_lr=END_LR,
-                    num_iter=num_steps,
-                    step_mode="exp",
-                    diverge_th=float("inf"),
-                )
-            assert len(finder.history["loss"]) == num_steps
-
-    return run
-
-
-# ----------------------------------------------------------------------------- clrjax
-
-
-def clrjax_range_test(workload: Workload, weight_decays, num_steps: int, batch_size: int, lanes):
-    """One ``clrjax.range_test`` call over a weight-decay grid with strategy ``lanes``.
-
-    ``lanes`` is a lane strategy, optionally with a driver: ``"vmap/python"``;
-    ``"map"`` runs a quarter of the lanes at a time.
+    In each round every case runs every row once, the rows' order rotated from
+    round to round; the medians of the wall time, CPU time and the child's
+    phases are reported.
     """
-    if not hasattr(clrjax, "range_test"):
-        return None
-    data = (jnp.asarray(workload.x), jnp.asarray(workload.y))
-    info = {}
-    lanes, _, driver = lanes.partition("/")
-    options = {"lanes": lanes, "driver": driver or "auto"}
-    if lanes == "map":
-        options["lane_batch_size"] = max(1, len(weight_decays) // 4)
-
-    def run():
-        result = clrjax.range_test(
-            workload.loss_fn,
-            workload.params,
-            data,
-            batch_size=batch_size,
-            num_steps=num_steps,
-            start_lr=START_LR,
-            end_lr=END_LR,
-            grid={"weight_decay": np.asarray(weight_decays)},
-            diverge_threshold=None,
-            stop_early=False,
-            progress=False,
-            **options,
-        )
-        info["strategy"] = result.strategy
-        return result.losses
-
-    return run, info
-
-
-# ----------------------------------------------------------------------------- probes
+    runs = {case: {row: [] for row in rows} for case in cases}
+    for r in range(repeats):
+        for name, k in cases:
+            order = rows[r % len(rows) :] + rows[: r % len(rows)]
+            for row in order:
+                runs[(name, k)][row].append(_cold_call(row, name, k, steps_of(name), batch_size))
+    table = {}
+    for case, by_row in runs.items():
+        table[case] = {}
+        for row, calls in by_row.items():
+            numbers = [key for key in calls[0] if key != "strategy"]
+            table[case][row] = {key: statistics.median(c[key] for c in calls) for key in numbers}
+            table[case][row]["walls"] = [c["wall"] for c in calls]
+            table[case][row]["strategy"] = calls[0]["strategy"]
+    return table
 
 
 def gemm_rate(n: int, repeats: int = 20) -> float:
@@ -335,14 +184,22 @@ def fastest_call(fn, args: tuple, repeats: int) -> float:
 
 
 def _versions() -> str:
-    parts = [f"python {platform.python_version()}", f"jax {jax.__version__}"]
     import jaxlib
 
+    parts = [f"python {platform.python_version()}", f"jax {jax.__version__}"]
     parts += [f"jaxlib {jaxlib.__version__}", f"optax {optax.__version__}"]
     if torch_available():
+        from importlib.metadata import version
+
         import torch
 
-        parts.append(f"torch {torch.__version__}")
+        parts += [f"torch {torch.__version__}", f"torch-lr-finder {version('torch-lr-finder')}"]
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+        ).stdout.strip()
+        if commit:
+            parts.append(f"clrjax at {commit}")
     return ", ".join(parts)
 
 
@@ -354,166 +211,221 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _row(name, k, m, flops, gemm, loop_s, torch_s):
-    ratio = lambda base: f"{base / m['steady']:6.2f}x" if base else "     -"
-    return (
-        f"  {name:<22} K={k:<3d} {m['steady']:8.3f} s  compile {m['compile']:6.2f} s  "
-        f"{flops / m['steady'] / 1e9:6.1f} GFLOP/s {flops / m['steady'] / gemm:6.1%}  "
-        f"vs loop {ratio(loop_s)}  vs torch {ratio(torch_s)}  mem {m['mem_mb']:6.1f} MB"
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _ratio(base: float | None, value: float) -> str:
+    return f"{base / value:6.2f}x" if base else "     -"
+
+
+def _faster_loop(rows: dict, key: str) -> float | None:
+    return min((m[key] for r, m in rows.items() if r.startswith("loop/")), default=None)
+
+
+def _torch_row(rows: dict, key: str) -> float | None:
+    return min((m[key] for r, m in rows.items() if r.startswith("torch")), default=None)
+
+
+def print_cold(table: dict) -> None:
+    print(
+        "\nCOLD: each row's first call in a fresh process (median of rounds): wall s of the whole "
+        "process, its CPU s, the child's imports / data / call (compile included); ratios of the "
+        "wall times (> 1: clrjax row faster)"
     )
+    for (name, k), rows in table.items():
+        loop_s, torch_s = _faster_loop(rows, "wall"), _torch_row(rows, "wall")
+        for row, m in rows.items():
+            walls = " ".join(f"{w:.1f}" for w in m["walls"])
+            print(
+                f"  {name:<7} K={k:<3d} {row:<20} wall {m['wall']:7.2f} s  cpu {m['cpu']:6.2f} s  "
+                f"imports {m['imports']:5.2f}  data {m['data']:5.2f}  call {m['call']:6.2f}  "
+                f"vs loop {_ratio(loop_s, m['wall'])}  vs torch {_ratio(torch_s, m['wall'])}  "
+                f"[{walls}] {m['strategy']}"
+            )
+    sys.stdout.flush()
 
 
-# Per-workload K on CPU (on accelerators every workload runs 1,4,16,64), and steps.
-CPU_LANES = {"logreg": "1,4,16,64", "mlp64": "1,4,16,64", "mlp512": "1,4,16", "cnn": "1,4,16"}
-CPU_STEPS = {"cnn": 20}
+def print_warm(name: str, k: int, rows: dict, flops: float, gemm: float, ran: dict) -> None:
+    loop_s, torch_s = _faster_loop(rows, "steady"), _torch_row(rows, "steady")
+    for row, m in rows.items():
+        mem = f"  mem {m['mem_mb']:6.1f} MB" if not math.isnan(m["mem_mb"]) else ""
+        label = f"  ran {ran[row].get('strategy')}" if row in ran else ""
+        print(
+            f"  {row:<20} K={k:<3d} {m['steady']:8.4f} s  median {m['median']:8.4f} s  "
+            f"cpu {m['cpu']:8.4f} s  "
+            f"{flops / m['steady'] / 1e9:6.1f} GFLOP/s {flops / m['steady'] / gemm:6.1%}  "
+            f"vs loop {_ratio(loop_s, m['steady'])}  vs torch {_ratio(torch_s, m['steady'])}"
+            f"{mem}{label}"
+        )
+    sys.stdout.flush()
 
 
-def _targets(table, gemm) -> None:
-    """Prints the issue's targets against the measured ratios."""
-    print("\ntargets (from this run):")
+def print_targets(cold: dict, warm: dict, gemm: float) -> None:
+    """The issue's targets against this run's ratios."""
+    print("\ntargets (ratios from this run):")
 
-    def check(label, value, ok):
+    def check(label: str, value: str, ok: bool) -> None:
         print(f"  [{'met ' if ok else 'MISS'}] {label}: {value}")
 
-    for (name, k), rows in sorted(table.items()):
-        ours = {r: m for r, m in rows.items() if r.startswith("clrjax/")}
-        if "clrjax/auto" not in ours:
+    for (name, k), rows in cold.items():
+        if "clrjax/auto" not in rows or name not in ("mlp64", "mlp512"):
             continue
-        auto = ours["clrjax/auto"]["steady"]
-        best_name = min(ours, key=lambda r: ours[r]["steady"])
-        best = ours[best_name]["steady"]
-        loop = min(m["steady"] for r, m in rows.items() if r.startswith("loop/"))
-        check(
-            f"{name} K={k} auto <= 1.10 x best ({best_name})",
-            f"{auto / best:.2f}x",
-            auto <= 1.10 * best,
-        )
-        check(f"{name} K={k} auto <= loop", f"{auto / loop:.2f}x of loop", auto <= loop)
-        if name == "logreg" and k == 16:
-            check("logreg K=16 >= 2x faster than loop", f"{loop / auto:.2f}x", loop >= 2 * auto)
-        torch_rows = [m["steady"] for r, m in rows.items() if r.startswith("torch")]
-        if name in ("logreg", "mlp64", "mlp512") and torch_rows:
-            torch_s = min(torch_rows)
+        auto = rows["clrjax/auto"]["wall"]
+        if "loop/scan" in rows:
+            loop = rows["loop/scan"]["wall"]
+            check(f"cold {name} K={k}: auto <= loop", f"loop/auto {loop / auto:.2f}x", auto <= loop)
+        torch_s = _torch_row(rows, "wall")
+        if torch_s:
             check(
-                f"{name} K={k} >= 1.5x faster than torch-lr-finder",
+                f"cold {name} K={k}: >= 1.2x faster than torch-lr-finder",
                 f"{torch_s / auto:.2f}x",
-                torch_s >= 1.5 * auto,
+                torch_s >= 1.2 * auto,
             )
-        if name == "mlp512" and k == max(kk for nn, kk in table if nn == "mlp512"):
-            rate = rows["clrjax/auto"]["flops"] / auto
+    for (name, k), (rows, _) in warm.items():
+        if "clrjax/auto" not in rows:
+            continue
+        auto = rows["clrjax/auto"]["steady"]
+        loop = _faster_loop(rows, "steady")
+        if loop:
+            label = f"warm {name} K={k}: auto never slower than the loop"
+            check(label, f"{loop / auto:.2f}x", auto <= loop)
+        ours = {r: m["steady"] for r, m in rows.items() if r.startswith("clrjax/")}
+        best = min(ours, key=ours.get)
+        check(
+            f"warm {name} K={k}: auto within 10% of the best strategy ({best})",
+            f"{auto / ours[best]:.2f}x",
+            auto <= 1.1 * ours[best],
+        )
+        if name == "logreg" and k == 16 and loop:
+            check("warm logreg K=16: >= 2x the loop", f"{loop / auto:.2f}x", loop >= 2 * auto)
+        if name == "mlp512" and k == max(kk for nn, kk in warm if nn == "mlp512"):
+            rate = warm[(name, k)][1] / auto
             check(
-                f"mlp512 K={k} auto >= 70% of large-GEMM rate",
+                f"warm mlp512 K={k}: >= 70% of the large-GEMM rate",
                 f"{rate / 1e9:.1f} GFLOP/s = {rate / gemm:.0%}",
                 rate >= 0.7 * gemm,
             )
-        if name == "cnn" and "loop/step" in rows:
-            step = rows["loop/step"]["steady"]
-            check(
-                f"cnn K={k} auto within 1.2x of K x single-lane jitted steps",
-                f"{auto / step:.2f}x",
-                auto <= 1.2 * step,
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _cases(spec: str) -> list[tuple[str, int]]:
+    cases = []
+    for item in filter(None, spec.split(",")):
+        name, _, k = item.partition(":")
+        cases.append((name, int(k or 16)))
+    return cases
+
+
+def _warm_rows(name: str, k: int, steps: int, args, on_cpu: bool, with_torch: bool):
+    """The rows of one workload and K, and ``result.strategy`` holders of the clrjax rows."""
+    workload = make_workload(name)
+    batches = make_batches(workload, steps, args.batch_size)
+    wds = weight_decays(k)
+    convolutional = name in ("cnn", "cifar_cnn")
+    cpu_cnn = convolutional and on_cpu and not args.all
+    fns, ran = {}, {}
+    if not cpu_cnn:  # a convolution inside lax.scan is ~10x slower on XLA:CPU
+        fns["loop/scan"] = loop_scan(workload, batches, wds, steps)
+    if not args.quick:
+        fns["loop/step"] = loop_step(workload, batches, wds, steps)
+    if with_torch and k <= args.torch_max_lanes:
+        for threads in map(int, args.torch_threads.split(",")):
+            fns[f"torch-lr-finder/{threads}t"] = torch_lr_finder_runs(
+                workload, wds, steps, args.batch_size, threads
             )
-        if name == "mlp64" and k == 4:
-            c = rows["clrjax/auto"]["compile"]
-            check("demo (digits MLP, 4 lanes, 100 steps) compile < 5 s", f"{c:.2f} s", c < 5)
+    for strategy in filter(None, args.strategies.split(",")):
+        if cpu_cnn and strategy in ("serial", "map"):
+            continue  # serial needs a looping driver; map loops around the convolutions
+        fns[f"clrjax/{strategy}"], ran[f"clrjax/{strategy}"] = clrjax_range_test(
+            workload, wds, steps, args.batch_size, strategy
+        )
+    return workload, fns, ran
 
 
 def main(argv=None):
     on_cpu = jax.default_backend() == "cpu"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
-    parser.add_argument("--lanes", default=None, help="K values (default: per workload)")
-    parser.add_argument("--steps", type=int, default=None, help="default: 100 (CNN on CPU: 20)")
+    parser.add_argument("--quick", action="store_true", help="a ~2 min check (fewer rows, K=16)")
+    parser.add_argument("--workloads", default=None, help=f"warm, comma-separated: {WORKLOADS}")
+    parser.add_argument("--lanes", default=None, help="warm K values (default: per workload)")
+    parser.add_argument("--steps", type=int, default=None, help="default 100 (CNN on CPU: 20)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5, help="most warm runs per row")
+    parser.add_argument("--repeats", type=int, default=5, help="warm rounds")
     parser.add_argument("--min-time", type=float, default=1.0, help="warm seconds per row")
-    parser.add_argument("--strategies", default=",".join(LANE_STRATEGIES))
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="clrjax warm rows")
+    parser.add_argument("--cold", default=None, help="cold cases name:K,... ('' for none)")
+    parser.add_argument("--cold-rows", default=",".join(COLD_ROWS))
+    parser.add_argument("--cold-repeats", type=int, default=3)
+    parser.add_argument("--no-cold", action="store_true")
+    parser.add_argument("--no-warm", action="store_true")
     parser.add_argument("--no-torch", action="store_true", help="skip torch-lr-finder rows")
-    parser.add_argument("--torch-threads", default="2,1")
-    parser.add_argument("--torch-max-lanes", type=int, default=16, help="largest K for torch")
-    parser.add_argument("--no-loop-scan", action="store_true")
+    parser.add_argument("--torch-threads", default="2", help="warm torch rows, e.g. 2,1")
+    parser.add_argument("--torch-max-lanes", type=int, default=16, help="largest warm K for torch")
     parser.add_argument("--gemm-size", type=int, default=2048 if on_cpu else 8192)
-    parser.add_argument(
-        "--all", action="store_true", help="on CPU too: CIFAR CNN, all K, loop/scan for CNNs"
-    )
+    parser.add_argument("--all", action="store_true", help="CPU: CIFAR CNN, every CNN row")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.min_time, args.cold_repeats = 3, 0.3, 1
+        if args.strategies == ",".join(STRATEGIES):
+            args.strategies = "auto,vmap,serial"
+        args.workloads = args.workloads or "logreg,mlp64,mlp512"
+        args.lanes = args.lanes or "16"
+    with_torch = not args.no_torch and torch_available()
+
+    def steps_of(name: str) -> int:
+        return args.steps or (CPU_STEPS.get(name, 100) if on_cpu and not args.all else 100)
 
     gemm = gemm_rate(args.gemm_size)
     print(f"machine: {_cpu_model()}, {os.cpu_count()} CPUs; backend {jax.default_backend()}")
     print(f"devices: {jax.devices()}")
     print(f"versions: {_versions()}")
-    print(f"load average at start: {os.getloadavg()}")
+    print(f"load average at start: {_load()}")
     print(f"large GEMM ({args.gemm_size}^2 float32): {gemm / 1e9:.1f} GFLOP/s")
     print(
-        f"task: batch {args.batch_size}, SGD momentum {MOMENTUM}, exp LR ramp "
-        f"{START_LR:g} -> {END_LR:g}, K weight-decay lanes in geomspace(1e-5, 1e-2, K)"
+        f"task: batch {args.batch_size}, SGD momentum {MOMENTUM}, exp LR ramp from {START_LR:g}, "
+        "K weight-decay lanes in geomspace(1e-5, 1e-2, K)"
     )
-    print(
-        "columns: steady s (fastest warm run), compile (first run minus steady), GFLOP/s and % of "
-        "large GEMM, speed-up vs the faster loop and vs torch-lr-finder, peak memory"
-    )
-    with_torch = not args.no_torch and torch_available()
     if not with_torch:
         print("torch-lr-finder rows: skipped (torch/torch_lr_finder not importable or --no-torch)")
-    if not hasattr(clrjax, "range_test"):
-        print("clrjax rows: skipped (clrjax.range_test not available in this checkout)")
-    strategies = [s for s in args.strategies.split(",") if s]
-    if "sharded" in strategies and jax.device_count() == 1:
-        strategies.remove("sharded")
-        print("clrjax/sharded rows: skipped (one device; tested on 8 forced CPU devices)")
 
-    table = {}
-    for name in args.workloads.split(","):
-        convolutional = name in ("cnn", "cifar_cnn")
-        cpu_default = on_cpu and not args.all
-        if name == "cifar_cnn" and cpu_default:
-            print(f"\n{name}: skipped on CPU (GPU rows only; --all runs it)")
-            continue
-        workload = make_workload(name)
-        gemm = max(gemm, gemm_rate(args.gemm_size))  # one probe can catch a load spike
-        lanes_arg = args.lanes or (CPU_LANES.get(name, "1,4,16,64") if cpu_default else None)
-        lanes = [int(k) for k in (lanes_arg or "1,4,16,64").split(",")]
-        steps = args.steps or (CPU_STEPS.get(name, 100) if cpu_default else 100)
-        batches = make_batches(workload, steps, args.batch_size)
-        print(f"\n{workload.name}: {workload.description}; {steps} steps, K in {lanes}")
-        if convolutional and cpu_default:
-            print("  (CPU default: 20 steps, loop/scan skipped, see jax-ml/jax#12868; --all: all)")
-        rows_strategies = list(strategies)
-        if convolutional:
-            rows_strategies.insert(1, "vmap/unrolled")
-        if convolutional and cpu_default and "serial" in rows_strategies:
-            rows_strategies.remove("serial")  # a lanes loop around convolutions: as slow as map
-            print("  (CPU default: no clrjax/serial row, a loop around convolutions like map)")
-        for k in lanes:
-            wds = np.geomspace(1e-5, 1e-2, k) if k > 1 else np.array([1e-4])
-            flops = workload.flops_per_example * args.batch_size * steps * k
-            fns, ran = {}, {}
-            if not (args.no_loop_scan or (convolutional and cpu_default)):
-                fns["loop/scan"] = loop_scan(workload, batches, wds, steps)
-            fns["loop/step"] = loop_step(workload, batches, wds, steps)
-            if with_torch and k <= args.torch_max_lanes:
-                for threads in map(int, args.torch_threads.split(",")):
-                    fns[f"torch-lr-finder/{threads}t"] = torch_lr_finder_runs(
-                        workload, wds, steps, args.batch_size, threads
-                    )
-            for lane_strategy in rows_strategies:
-                made = clrjax_range_test(workload, wds, steps, args.batch_size, lane_strategy)
-                if made is not None:
-                    fns[f"clrjax/{lane_strategy}"], ran[f"clrjax/{lane_strategy}"] = made
-            rows = table[(name, k)] = _measure_rows(fns, args.repeats, args.min_time)
-            loop_s = min(m["steady"] for r, m in rows.items() if r.startswith("loop/"))
-            torch_rows = [m["steady"] for r, m in rows.items() if r.startswith("torch")]
-            torch_s = min(torch_rows, default=None)
-            for row, m in rows.items():
-                m["flops"] = flops
-                label = f"  ran {ran[row].get('strategy')}" if row in ran else ""
-                print(_row(row, k, m, flops, gemm, loop_s, torch_s) + label)
-            sys.stdout.flush()
-    gemm_end = gemm_rate(args.gemm_size)
-    print(f"\nlarge GEMM again at the end: {gemm_end / 1e9:.1f} GFLOP/s (targets use the faster)")
-    _targets(table, max(gemm, gemm_end))
+    cold = {}
+    if not args.no_cold:
+        spec = args.cold if args.cold is not None else (CPU_COLD if on_cpu else ACCELERATOR_COLD)
+        rows = [r for r in args.cold_rows.split(",") if r]
+        rows = [r for r in rows if with_torch or not r.startswith("torch")]
+        cold = measure_cold(_cases(spec), rows, args.cold_repeats, steps_of, args.batch_size)
+        print_cold(cold)
+        print(f"load average after the cold runs: {_load()}")
+
+    warm = {}
+    if not args.no_warm:
+        names = (args.workloads or (CPU_WORKLOADS if on_cpu else ",".join(WORKLOADS))).split(",")
+        print(
+            "\nWARM: fastest call in this process (rows taking turns), median call, least CPU "
+            "time of a call, GFLOP/s and % of the large GEMM, speed-up (fastest calls) vs the "
+            "faster loop and vs torch-lr-finder"
+        )
+        for name in filter(None, names):
+            lanes = args.lanes or (CPU_LANES.get(name, "1,4,16,64") if on_cpu else "1,4,16,64")
+            steps = steps_of(name)
+            gemm = max(gemm, gemm_rate(args.gemm_size))  # one probe can catch a load spike
+            for k in map(int, lanes.split(",")):
+                workload, fns, ran = _warm_rows(name, k, steps, args, on_cpu, with_torch)
+                if k == int(lanes.split(",")[0]):
+                    print(f"{name}: {workload.description}; {steps} steps; load {_load()}")
+                flops = workload.flops_per_example * args.batch_size * steps * k
+                rows = measure_warm(fns, args.repeats, args.min_time)
+                warm[(name, k)] = (rows, flops)
+                print_warm(name, k, rows, flops, gemm, ran)
+        gemm_end = gemm_rate(args.gemm_size)
+        print(f"\nlarge GEMM again at the end: {gemm_end / 1e9:.1f} GFLOP/s (%: the fastest probe)")
+        gemm = max(gemm, gemm_end)
+    print_targets(cold, warm, gemm)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nprocess peak RSS: {peak_rss:.0f} MB; load average at end: {os.getloadavg()}")
+    print(f"\nprocess peak RSS: {peak_rss:.0f} MB; load average at end: {_load()}")
 
 
 if __name__ == "__main__":

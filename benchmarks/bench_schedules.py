@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax
 import jax.numpy as jnp
 import optax
-from _workloads import make_batches, make_workload
+from _data import make_batches
+from _workloads import make_workload
 
 import clrjax
 
