@@ -204,7 +204,9 @@ def lane_batch(data: Any, batch: Any, order: jax.Array) -> Any:
     """The lane's batch: gathered from ``data`` by its order's indices, or ``batch`` itself."""
     if data is None:
         return batch
-    idx = batch[order]
+    # One order shared by every lane: index it statically, so that under vmap the
+    # gathered batch stays unbatched and the lanes' matmuls share their input.
+    idx = batch[0] if batch.shape[0] == 1 else batch[order]
     return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
 
 
