@@ -67,11 +67,12 @@ def test_demo_prints_lane_table_and_saves_plot(tmp_path, capsys, monkeypatch):
     assert "range test:" in err
     header, rows = _table_rows(out)
     assert header.split() == [
-        "lane", "weight_decay", "momentum", "valley", "LR", "steepest", "LR", "diverged", "at"
+        "lane", "weight_decay", "momentum", "minimum", "LR", "valley", "LR", "steepest", "LR",
+        "diverged", "at",
     ]  # fmt: skip
     assert len(rows) == 4
     assert [row.split()[1] for row in rows] == ["1e-3", "1e-4", "1e-5", "0"]
-    assert "Suggested learning rate (valley):" in out
+    assert "Suggested learning rate (minimum):" in out
     assert "momentum=0.9, lowest smoothed loss)" in out
     assert out_png.read_bytes()[:8] == PNG_MAGIC
 
@@ -247,7 +248,7 @@ def test_too_short_test_gives_no_suggestion_exit_1(tmp_path, capsys):
     argv = ["demo", "--steps", "3", "--no-progress", "--hidden", "16", "--no-plot"]
     assert _cli.main([*argv, "--out", str(out_png)]) == 1
     captured = capsys.readouterr()
-    assert "gave no 'valley' suggestion" in captured.err
+    assert "gave no 'minimum' suggestion" in captured.err
     _, rows = _table_rows(captured.out)  # the table comes out all the same
     assert len(rows) == 4
     assert not out_png.exists()  # --no-plot

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from clrjax._suggest import SUGGESTION_METHODS
+from clrjax._suggest import DEFAULT_METHOD, SUGGESTION_METHODS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,7 +50,7 @@ and aborted the process.
 
 DEMO_WEIGHT_DECAYS = (1e-3, 1e-4, 1e-5, 0.0)
 DEMO_BETA = 0.9
-_TABLE_METHODS = ("valley", "steepest")
+_TABLE_METHODS = (DEFAULT_METHOD, "valley", "steepest")  # the default, fastai's, torch's
 _EPILOG = (
     "exit status: 0 success; 1 the run failed (missing optional dependency, no suggestion, "
     "unwritable output); 2 bad usage or an invalid option value; 130 interrupted"
@@ -373,7 +373,7 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
 def _add_common(
     parser: argparse.ArgumentParser,
     out: str,
-    method: str = "valley",
+    method: str = DEFAULT_METHOD,
     method_help: str = "LR suggestion method for the overall pick (see clrjax.suggest; "
     "default: %(default)s)",
 ) -> None:
