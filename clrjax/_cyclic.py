@@ -51,13 +51,15 @@ def _cycle_fraction(
 
     The result is the fraction of the amplitude reached at ``step``; the LR and
     momentum schedules only differ in how they map it to a value, between the
-    two (already checked) bounds of ``span``: ``(high name, high, low name, low)``.
+    two bounds of ``span``: ``(high name, high, low name, low)``, checked here too.
     """
+    high_name, high, low_name, low = span
+    num.check_float(low_name, low)
+    num.check_float(high_name, high)
     num.check_float("step_size_up", step_size_up, positive=True)
     if step_size_down is not None:
         num.check_float("step_size_down", step_size_down, positive=True)
     num.check_float("gamma", gamma, positive=True)
-    high_name, high, low_name, low = span
     shape = num.broadcast_shape(
         **{high_name: high, low_name: low},
         step_size_up=step_size_up,
@@ -185,8 +187,6 @@ def cyclic_schedule(
       Smith, `Cyclical Learning Rates for Training Neural Networks
       <https://arxiv.org/abs/1506.01186>`_, 2017
     """
-    num.check_float("base_lr", base_lr)
-    num.check_float("max_lr", max_lr)
     fraction = _cycle_fraction(
         step_size_up,
         step_size_down,
@@ -319,8 +319,6 @@ def cyclic_momentum_schedule(
       -- learning rate, batch size, momentum, and weight decay
       <https://arxiv.org/abs/1803.09820>`_, 2018
     """
-    num.check_float("base_momentum", base_momentum)
-    num.check_float("max_momentum", max_momentum)
     fraction = _cycle_fraction(
         step_size_up,
         step_size_down,
