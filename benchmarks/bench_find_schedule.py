@@ -6,7 +6,8 @@ training split (1,860 steps). Rows, each run in a **fresh Python process**
 (imports and XLA compiles included, nothing cached between rows):
 
 * ``find_schedule``: ``clrjax.find_schedule`` as ``clrjax train-demo`` and
-  ``examples/seed_claim.py`` run it: on the first 80% of the training split,
+  ``examples/seed_claim.py`` run it (``clrjax.demo.find_demo_schedule``): on
+  the first 80% of the training split,
   ``val_data`` the last 20%, ``val_metric`` accuracy, ``total_steps`` 1,860
   (range test, then the race);
 * ``engine``: 5 seeds of one schedule (one-cycle, peak 0.4) for the full
@@ -52,33 +53,21 @@ PEAK = 0.4  # the reference schedule's peak (any peak costs the same)
 def _child(row: str, epochs: int, range_test_steps: int) -> dict[str, float]:
     """Runs one row in this process; returns its times."""
     begin, cpu_begin = time.perf_counter(), time.process_time()
-    import clrjax  # imports jax, optax and numpy: counted
-    from clrjax.demo import _comparison as cmp
-    from clrjax.demo import _data
+    from clrjax.demo import _comparison as cmp  # imports clrjax, jax, optax, numpy: counted
 
     imported, cpu_imported = time.perf_counter(), time.process_time()
     data, init_fn, _ = cmp.demo_problem("mnist1d", (256, 256))
     data_seconds = time.perf_counter() - imported
     data_cpu = time.process_time() - cpu_imported
     batch_size = 128
-    per_epoch = len(data.x_train) // batch_size
     seeds = list(range(cmp.FIRST_SEED, cmp.FIRST_SEED + SEEDS))
     if row == "find_schedule":
-        train, val = cmp.race_split(data)
-        choice = clrjax.find_schedule(
-            _data.mlp_loss,
-            None,
-            train,
-            val_data=val,
-            val_metric=_data.mlp_accuracy,
-            total_steps=epochs * per_epoch,
+        choice = cmp.find_demo_schedule(
+            data,
+            init_fn,
+            epochs=epochs,
             batch_size=batch_size,
-            optimizer=cmp.nesterov_sgd,
-            steps_per_epoch=per_epoch,
-            init_fn=init_fn,
-            key=0,
             range_test_steps=range_test_steps,
-            progress=False,
         )
         extra = {"winner": f"{choice.kind} {choice.learning_rate:.3g}"}
     elif row == "engine":

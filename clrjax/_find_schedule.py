@@ -211,6 +211,7 @@ def find_schedule(
         base_momentum=base_momentum,
         has_metric=val_metric is not None,
         grid=grid,
+        grid_names=lanes.optimizer_names,
         factory=optimizer,
         total_steps=total_steps,
         batch_size=batch_size,
@@ -344,6 +345,7 @@ def find_schedule_step(
         base_momentum=base_momentum,
         has_metric=metric_key is not None,
         grid=grid,
+        grid_names=lanes.optimizer_names,
         factory=None,
         total_steps=total_steps,
         batch_size=batch_size,
@@ -402,6 +404,7 @@ def _find(
     base_momentum: float | None,
     has_metric: bool,
     grid: Mapping[str, Sequence[float]] | None,
+    grid_names: Sequence[str],
     factory: Any,
     total_steps: int,
     batch_size: int,
@@ -482,7 +485,6 @@ def _find(
     request = _engine.Request(
         strategy=strategy, shard=shard_lanes, mesh=mesh, max_memory=max_memory
     )
-    grid_names = _grid.expand_grid(grid, None).optimizer_names
     return _race(
         task,
         start,

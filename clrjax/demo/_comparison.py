@@ -142,6 +142,44 @@ def race_split(data: _demo_data.Dataset) -> tuple[tuple[np.ndarray, ...], tuple[
     return (data.x_train[:cut], data.y_train[:cut]), (data.x_train[cut:], data.y_train[cut:])
 
 
+def find_demo_schedule(
+    data: _demo_data.Dataset,
+    init_fn: Callable[[jax.Array], Any],
+    *,
+    epochs: int,
+    batch_size: int,
+    momentum: float = 0.9,
+    decay_rate: float = 0.97,
+    key: int = 0,
+    range_test_steps: int = 100,
+    progress: bool | None = False,
+) -> clrjax.ScheduleChoice:
+    """:func:`clrjax.find_schedule` as the comparison runs it.
+
+    On :func:`race_split` of the training split, accuracy as the metric, for
+    ``epochs`` epochs of the whole training split (``total_steps`` and
+    ``steps_per_epoch``), Nesterov SGD with ``momentum``.
+    """
+    race_train, race_val = race_split(data)
+    per_epoch = len(data.x_train) // batch_size
+    return clrjax.find_schedule(
+        _demo_data.mlp_loss,
+        None,
+        race_train,
+        val_data=race_val,
+        val_metric=_demo_data.mlp_accuracy,
+        total_steps=epochs * per_epoch,
+        batch_size=batch_size,
+        optimizer=functools.partial(nesterov_sgd, momentum=momentum),
+        steps_per_epoch=per_epoch,
+        decay_rate=decay_rate,
+        init_fn=init_fn,
+        key=key,
+        range_test_steps=range_test_steps,
+        progress=progress,
+    )
+
+
 def arm_schedules(
     arms: Sequence[Arm],
     num_steps: int,
@@ -569,18 +607,13 @@ def run_comparison(
     per_epoch = len(data.x_train) // spec.batch_size
     begin, cpu_begin = time.perf_counter(), time.process_time()
     try:
-        choice = clrjax.find_schedule(
-            _demo_data.mlp_loss,
-            None,
-            race_train,
-            val_data=race_val,
-            val_metric=_demo_data.mlp_accuracy,
-            total_steps=spec.epochs * per_epoch,
+        choice = find_demo_schedule(
+            data,
+            init_fn,
+            epochs=spec.epochs,
             batch_size=spec.batch_size,
-            optimizer=functools.partial(nesterov_sgd, momentum=momentum),
-            steps_per_epoch=per_epoch,
+            momentum=momentum,
             decay_rate=decay_rate,
-            init_fn=init_fn,
             key=key,
             range_test_steps=range_test_steps,
             progress=progress,
