@@ -937,7 +937,13 @@ def test_validation_regressions(no_engine):
     run = functools.partial(
         clrjax.range_test, _loss_fn, jnp.zeros(3), _DATA, batch_size=8, num_steps=4
     )
+    find = functools.partial(
+        clrjax.find_schedule, _loss_fn, jnp.zeros(3), _DATA, val_data=_VAL, total_steps=9
+    )
     checks = [
+        (lambda: find(progress="yes"), TypeError, "progress"),
+        (lambda: find(val_batch_size=0), ValueError, "val_batch_size"),
+        (lambda: find(decay_rate=[0.5]), TypeError, "decay_rate"),
         (lambda: run(val_data=_VAL, val_batch_size=0), ValueError, "val_batch_size"),
         (lambda: run(val_loss_fn="x"), TypeError, "val_loss_fn"),
         (lambda: run(beta=[0.5]), TypeError, "beta"),
