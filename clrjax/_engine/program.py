@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from clrjax._engine.lane_step import (
     LaneConsts,
@@ -32,6 +33,11 @@ DRIVERS = ("scan", "chunks", "python")
 # Compiled programs kept per process: each holds the user's functions and its
 # executables alive, so the cache is small (a new lambda per call compiles anew).
 PROGRAM_CACHE_SIZE = 8
+
+# XLA:CPU compiles the engine's programs about a third faster with its classic
+# loop emitters than with its newer fusion emitters, and runs them as fast
+# (docs/benchmarks.md). Passed only where this XLA knows the option.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +84,28 @@ class Program(NamedTuple):
 def get_program(spec: ProgramSpec) -> Program:
     """Builds (once per :class:`ProgramSpec`) the jitted init and step runner."""
     init, run = _init_fn(spec), _run_fn(spec)
-    if spec.placement.mesh is not None:
-        init, run = over_mesh(init, run, spec.placement.mesh)
-    return Program(init=jax.jit(init), run=jax.jit(run, donate_argnums=0))
+    mesh = spec.placement.mesh
+    if mesh is not None:
+        init, run = over_mesh(init, run, mesh)
+    platform = jax.default_backend() if mesh is None else mesh.devices.flat[0].platform
+    options = compiler_options(platform)
+    return Program(
+        init=jax.jit(init, compiler_options=options),
+        run=jax.jit(run, donate_argnums=0, compiler_options=options),
+    )
+
+
+@functools.cache
+def compiler_options(platform: str) -> dict[str, Any] | None:
+    """:data:`CPU_COMPILER_OPTIONS` on CPU where XLA accepts them (tried once); else ``None``."""
+    if platform != "cpu":
+        return None
+    one = jax.device_put(np.float32(1), jax.local_devices(backend="cpu")[0])
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS)(one)
+    except jax.errors.JaxRuntimeError:  # an XLA without the option
+        return None
+    return CPU_COMPILER_OPTIONS
 
 
 def _init_fn(spec: ProgramSpec) -> Callable[..., Any]:
@@ -107,13 +132,12 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
         run_consts, x = shared
         return lane_step(state, consts, run_consts, x, lane_x)
 
-    serial = spec.placement.kind == "serial"
-    step_lanes = step_one if serial else map_lanes(spec.placement, step_one)
+    step_lanes = map_lanes(spec.placement, step_one)
 
     def advance(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
         return step_lanes((carry, consts, lane_x), (shared, x))
 
-    def run_steps(carry, consts, shared, xs, lane_xs):
+    def run(carry, consts, shared, xs, lane_xs):
         if spec.driver == "python":  # one step, no loop, no conditional
             x, lane_x = jax.tree.map(lambda a: a[0], (xs, lane_xs))
             carry, outputs = advance(carry, consts, shared, x, lane_x)
@@ -127,22 +151,5 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
             return jax.lax.cond(go, stepped, lambda c: (c, skipped), carry)
 
         return jax.lax.scan(body, carry, (xs, lane_xs))
-
-    def run(carry, consts, shared, xs, lane_xs):
-        if not serial:
-            return run_steps(carry, consts, shared, xs, lane_xs)
-        lanes_first = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), lane_xs)
-
-        def one_lane(lane: Any) -> Any:
-            lane_carry, lane_consts, lane_x = lane
-            return run_steps(lane_carry, lane_consts, shared, xs, lane_x)
-
-        lanes = (carry, consts, lanes_first)
-        if len(jax.tree.leaves(carry.tracker)[0]) == 1:  # one lane: never batched
-            carry, outputs = one_lane(jax.tree.map(lambda a: a[0], lanes))
-            carry, outputs = jax.tree.map(lambda a: a[None], (carry, outputs))
-        else:
-            carry, outputs = jax.lax.map(one_lane, lanes, batch_size=spec.placement.batch_size)
-        return carry, jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), outputs)  # (steps, lanes)
 
     return run
