@@ -115,11 +115,11 @@ def expand_grid(grid: Mapping[str, Sequence[Any]] | None, seeds: Sequence[int] |
 def as_key(key: Any) -> jax.Array:
     """Accepts a typed key, a legacy uint32 key, an int seed in [0, 2**32) or None (seed 0)."""
     if key is None:
-        return _seed_key(0)
+        return _seed_key(0, jax.config.jax_enable_x64)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         if not 0 <= int(key) < 2**63:
             raise ValueError(f"key must be a non-negative int seed below 2**63, got {key!r}")
-        return _seed_key(int(key))
+        return _seed_key(int(key), jax.config.jax_enable_x64)
     if not isinstance(key, jax.Array):
         raise TypeError(f"key must be a jax.random.key, an int seed or None, got {key!r}")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -132,5 +132,14 @@ def as_key(key: Any) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=16)
-def _seed_key(seed: int) -> jax.Array:
-    return jax.random.key(seed)  # immutable: safe to share between calls
+def _seed_key(seed: int, x64: bool) -> jax.Array:
+    """``jax.random.key(seed)`` (immutable: safe to share between calls).
+
+    For the default threefry keys its bits are set directly: ``jax.random.key``
+    compiles a seeding program, 50 ms of a cold first call. Without x64 JAX
+    keeps the seed's low 32 bits.
+    """
+    if jax.config.jax_default_prng_impl != "threefry2x32":
+        return jax.random.key(seed)
+    high = seed >> 32 if x64 else 0
+    return jax.random.wrap_key_data(np.array([high, seed & 0xFFFFFFFF], np.uint32))

@@ -89,8 +89,7 @@ def test_reference_run_diverges_in_some_lanes(reference):
         ("map", 4, "chunks", "map[4]/chunks"),  # 6 lanes: a group of 4 and a remainder of 2
         ("map", None, "python", "map/python"),  # one lane at a time
         ("serial", None, "chunks", "serial/chunks"),  # one lane after another per chunk
-        ("serial", 4, "scan", "serial[4]/scan"),  # groups of 4 (vmapped), padded to 8 lanes
-        ("serial", None, "python", "serial/python"),  # one call per lane and step
+        ("serial", 4, "scan", "serial[4]/scan"),  # groups of 4 (vmapped) and a remainder
         ("vmap", None, "chunks", "vmap/chunks"),
         ("vmap", None, "python", "vmap/python"),
     ],
@@ -152,23 +151,6 @@ def lowered(driver, loss_fn=cnn_loss, params=CNN_PARAMS, lanes=2):
     return prog.run.lower(carry, consts, shared, xs, lane_xs)
 
 
-def test_serial_calls_a_one_lane_program_per_lane(monkeypatch):
-    # The lane loop lives in Python: the program is the unbatched step of one lane
-    # (what a loop of single runs compiles), called once per lane and chunk.
-    calls = []
-    drive = runner.drive
-
-    def spy(prog, groups, *args, **kw):
-        calls.append([(g.lanes, g.carry.tracker.alive.shape) for g in groups])
-        return drive(prog, groups, *args, **kw)
-
-    monkeypatch.setattr(runner, "drive", spy)
-    run(strategy="serial", driver="scan")
-    run(strategy="serial", lane_group_size=4, driver="scan")  # 6 lanes: 2 groups of 4
-    assert calls[0] == [(slice(i, i + 1), (1,)) for i in range(6)]
-    assert calls[1] == [(slice(0, 4), (4,)), (slice(4, 8), (4,))]
-
-
 def test_cpu_compiler_options_only_where_xla_knows_them(monkeypatch):
     assert program.compiler_options("cpu") == program.CPU_COMPILER_OPTIONS
     assert program.compiler_options("gpu") is None
@@ -189,12 +171,17 @@ def test_the_python_driver_has_no_loops_or_conditionals(driver, loops):
 def test_caller_params_are_not_donated():
     params = jax.tree.map(jnp.array, MLP_PARAMS)
     for driver in ("scan", "chunks", "python"):
-        for placement in ("vmap", "serial"):
+        for placement in ("vmap", "serial") if driver != "python" else ("vmap",):
             run(params=params, strategy=placement, driver=driver, grid={"momentum": [0.9]})
             run(params=params, strategy=placement, driver=driver)
             for leaf in jax.tree.leaves(params):
                 assert not leaf.is_deleted()
     np.testing.assert_array_equal(params["w1"], MLP_PARAMS["w1"])
+
+
+def test_serial_with_the_python_driver_is_refused():
+    with pytest.raises(ValueError, match="serial"):
+        run(strategy="serial", driver="python")
 
 
 # ------------------------------------------------------------------ strategy rules
@@ -410,9 +397,9 @@ SHARDED_SCRIPT = textwrap.dedent(
     devices_used = []
     drive = runner.drive
 
-    def spy(program, groups, *args, **kw):
-        devices_used.append(len(groups[0].carry.tracker.alive.sharding.device_set))
-        return drive(program, groups, *args, **kw)
+    def spy(program, carry, *args, **kw):
+        devices_used.append(len(carry.tracker.alive.sharding.device_set))
+        return drive(program, carry, *args, **kw)
 
     runner.drive = spy
     grids = {{"8": {{"weight_decay": [0.0, 1e-4, 1e-3, 1e-2], "momentum": [0.5, 0.9]}},

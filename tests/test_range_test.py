@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import clrjax
-from clrjax import _ramp
+from clrjax import _grid, _ramp
 from clrjax._engine import feeding
 
 # A tiny least-squares problem shared by most tests, so compiled programs are reused.
@@ -344,9 +344,9 @@ def test_shard_lanes_over_two_devices():
                   grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
         shardings = []
         drive = engine_run.drive
-        def spy(program, groups, *args, **kwargs):
-            shardings.append(getattr(groups[0].carry.train.params.sharding, "spec", None))
-            return drive(program, groups, *args, **kwargs)
+        def spy(program, carry, *args, **kwargs):
+            shardings.append(getattr(carry.train.params.sharding, "spec", None))
+            return drive(program, carry, *args, **kwargs)
         engine_run.drive = spy
         a = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=False, **kw)
         assert a.strategy == "vmap/scan", a.strategy
@@ -489,6 +489,15 @@ def test_key_forms_agree():
     assert not np.array_equal(run(key=8, num_steps=5).losses, typed.losses)
     with pytest.raises(TypeError, match="key"):
         run(key="seven")
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_int_seeds_give_jax_random_keys(x64, request):
+    if x64:
+        request.getfixturevalue("x64")
+    for seed in (0, 7, 2**31 + 5, 2**32 - 1, 2**32 + 7, 2**40 + 3, 2**63 - 1):
+        got = jax.random.key_data(_grid.as_key(seed))
+        np.testing.assert_array_equal(got, jax.random.key_data(jax.random.key(seed)))
 
 
 def test_init_fn_and_per_seed_shuffle():

@@ -24,6 +24,7 @@ mix, so its NaN/Inf values cannot reach another lane.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -241,10 +242,17 @@ def nan_like(tree: Any) -> Any:
     return jax.tree.map(fill, tree)
 
 
+@functools.lru_cache(maxsize=8)
 def make_lane_step(
     task: Any, smoothing: str, evaluates: bool
 ) -> Callable[[LaneState, LaneConsts, Shared, StepX, LaneX], tuple[LaneState, Outputs]]:
-    """Builds one lane's step ``(state, consts, shared, x, lane_x) -> (state, outputs)``."""
+    """Builds one lane's step ``(state, consts, shared, x, lane_x) -> (state, outputs)``.
+
+    Jitted and cached per configuration, so that JAX traces the step once per
+    argument shapes: the strategy rules' trace of one lane is reused by the
+    program (under ``vmap``, ``scan`` and ``cond`` alike) instead of tracing
+    the task's step (and its gradient) again.
+    """
 
     def evaluate(train: Any, shared: Shared, key: jax.Array) -> Any:
         scores = jax.lax.map(lambda b: task.evaluate(train, b, key), shared.val)
@@ -274,4 +282,4 @@ def make_lane_step(
         )
         return LaneState(train, tracker), outputs
 
-    return lane_step
+    return jax.jit(lane_step)

@@ -132,12 +132,13 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
         run_consts, x = shared
         return lane_step(state, consts, run_consts, x, lane_x)
 
-    step_lanes = map_lanes(spec.placement, step_one)
+    serial = spec.placement.kind == "serial"
+    step_lanes = step_one if serial else map_lanes(spec.placement, step_one)
 
     def advance(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
         return step_lanes((carry, consts, lane_x), (shared, x))
 
-    def run(carry, consts, shared, xs, lane_xs):
+    def run_steps(carry, consts, shared, xs, lane_xs):
         if spec.driver == "python":  # one step, no loop, no conditional
             x, lane_x = jax.tree.map(lambda a: a[0], (xs, lane_xs))
             carry, outputs = advance(carry, consts, shared, x, lane_x)
@@ -151,5 +152,22 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
             return jax.lax.cond(go, stepped, lambda c: (c, skipped), carry)
 
         return jax.lax.scan(body, carry, (xs, lane_xs))
+
+    def run(carry, consts, shared, xs, lane_xs):
+        if not serial:
+            return run_steps(carry, consts, shared, xs, lane_xs)
+        lanes_first = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), lane_xs)
+
+        def one_lane(lane: Any) -> Any:
+            lane_carry, lane_consts, lane_x = lane
+            return run_steps(lane_carry, lane_consts, shared, xs, lane_x)
+
+        lanes = (carry, consts, lanes_first)
+        if len(jax.tree.leaves(carry.tracker)[0]) == 1:  # one lane: never batched
+            carry, outputs = one_lane(jax.tree.map(lambda a: a[0], lanes))
+            carry, outputs = jax.tree.map(lambda a: a[None], (carry, outputs))
+        else:
+            carry, outputs = jax.lax.map(one_lane, lanes, batch_size=spec.placement.batch_size)
+        return carry, jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), outputs)  # (steps, lanes)
 
     return run
