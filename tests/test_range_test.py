@@ -344,9 +344,9 @@ def test_shard_lanes_over_two_devices():
                   grid={"weight_decay": [1e-3, 0.0], "momentum": [0.9, 0.5]})
         shardings = []
         drive = engine_run.drive
-        def spy(program, carry, *args, **kwargs):
-            shardings.append(getattr(carry.train.params.sharding, "spec", None))
-            return drive(program, carry, *args, **kwargs)
+        def spy(program, groups, *args, **kwargs):
+            shardings.append(getattr(groups[0].carry.train.params.sharding, "spec", None))
+            return drive(program, groups, *args, **kwargs)
         engine_run.drive = spy
         a = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=False, **kw)
         assert a.strategy == "vmap/scan", a.strategy

@@ -3,7 +3,9 @@
 ``"scan"`` is one call of the whole run; ``"chunks"`` calls ``chunk_size``
 steps at a time, returning to Python between chunks (a progress bar, an early
 stop once every lane diverged, Ctrl-C); ``"python"`` is a chunk of one step
-per call. An interrupt between calls ends the run with what completed.
+per call. Each chunk is run by every :class:`Group` of lanes in turn (one
+group, except ``"serial"`` placement: one call per lane group). An interrupt
+between calls ends the run with the chunks that completed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,24 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from clrjax._engine.feeding import StepPlan
 from clrjax._engine.program import Program
+
+
+class Group(NamedTuple):
+    """Lanes that one call of the program runs together.
+
+    Attributes:
+      carry: their :class:`~clrjax._engine.lane_step.LaneState` (lane axis first).
+      consts: their :class:`~clrjax._engine.lane_step.LaneConsts`.
+      lanes: their slice of the run's lanes (per-lane step inputs are cut with it).
+    """
+
+    carry: Any
+    consts: Any
+    lanes: slice
 
 
 class Driven(NamedTuple):
@@ -35,8 +50,7 @@ class Driven(NamedTuple):
 
 def drive(
     program: Program,
-    carry: Any,
-    consts: Any,
+    groups: list[Group],
     shared: Any,
     plan: StepPlan,
     *,
@@ -44,24 +58,31 @@ def drive(
     stop_early: bool,
     progress: Any = None,
 ) -> Driven:
-    """Runs ``plan.num_steps`` steps, ``chunk_size`` per call of ``program.run``.
+    """Runs ``plan.num_steps`` steps, ``chunk_size`` per call of ``program.run`` and group.
 
     Outputs are copied to the host as each chunk completes, so an interrupt
     keeps every completed chunk. ``progress`` is ``None`` or a tqdm-like object.
+    ``groups`` is updated in place with each group's carry.
     """
     num_steps = plan.num_steps
     pieces: list[Any] = []
-    start, interrupted = 0, False
+    start, interrupted, alive = 0, False, True
     try:
         while start < num_steps:
             xs, lane_xs = plan.chunk(start, chunk_size)
-            carry, outputs = program.run(carry, consts, shared, xs, lane_xs)
-            pieces.append(jax.tree.map(np.asarray, outputs))
+            outputs = []
+            for i, group in enumerate(groups):  # dispatched one after another, read after
+                own = jax.tree.map(lambda a, g=group: a[:, g.lanes], lane_xs)
+                carry, out = program.run(group.carry, group.consts, shared, xs, own)
+                groups[i] = group._replace(carry=carry)
+                outputs.append(out)
+            pieces.append(jax.tree.map(lambda *o: np.concatenate(o, axis=1), *outputs))
             done = min(chunk_size, num_steps - start)
             start += chunk_size
             if progress is not None:
                 progress.update(done)
-            if stop_early and start < num_steps and not bool(jnp.any(carry.tracker.alive)):
+            alive = alive & ~pieces[-1].flagged.any(axis=0)
+            if stop_early and start < num_steps and not alive.any():
                 break
     except KeyboardInterrupt:
         interrupted = True

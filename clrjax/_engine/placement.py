@@ -2,9 +2,10 @@
 
 * ``"vmap"``: all lanes step together as one batched step;
 * ``"serial"``: the lanes (or groups of ``group`` lanes) run one after another
-  through a whole chunk of steps (``lax.map`` *outside* the steps): one
-  compiled copy of the unbatched step, and a lane's working set stays in the
-  CPU caches (a large model's lanes no longer fit there together);
+  through a whole chunk of steps, one call of the program each (the lane loop
+  is the driver's, in Python): the program is compiled for one lane's
+  unbatched step, as a loop of single runs would be, and a lane's working set
+  stays in the CPU caches (a large model's lanes no longer fit there together);
 * ``"map"``: every step maps over groups of ``group`` lanes (``lax.map``
   *inside* the step), so only a group's temporaries live at once: the lanes
   fit a memory budget, with any step driver.
@@ -41,8 +42,8 @@ class Placement(NamedTuple):
 
     Attributes:
       kind: one of :data:`PLACEMENTS`.
-      group: lanes per ``lax.map`` iteration (``"map"``, ``"serial"``; ``None``:
-        one lane at a time).
+      group: lanes per ``lax.map`` iteration (``"map"``) or per call of the
+        program (``"serial"``); ``None``: one lane at a time.
       mesh: the device mesh (axes ``("lanes", "data")``), or ``None``: one device.
     """
 
@@ -80,7 +81,7 @@ class Placement(NamedTuple):
 def map_lanes(placement: Placement, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """Maps ``fn(lane_tree, shared)`` over the leading lane axis of ``lane_tree``.
 
-    ``"vmap"`` (and ``"serial"``, whose lane loop lives outside the steps) batch
+    ``"vmap"`` (and ``"serial"``, whose program sees one group of lanes) batch
     the lanes; ``"map"`` runs ``lax.map`` over groups. A single lane is never
     batched: XLA:CPU runs a matmul with a batch dimension of 1 markedly slower.
     """

@@ -132,21 +132,23 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
         run_consts, x = shared
         return lane_step(state, consts, run_consts, x, lane_x)
 
-    serial = spec.placement.kind == "serial"
-    step_lanes = step_one if serial else map_lanes(spec.placement, step_one)
+    step_lanes = map_lanes(spec.placement, step_one)
 
     def advance(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
         return step_lanes((carry, consts, lane_x), (shared, x))
 
-    def run_steps(carry, consts, shared, xs, lane_xs):
+    def advance_one(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
+        return step_one((carry, consts, lane_x), (shared, x))
+
+    def run_steps(step, carry, consts, shared, xs, lane_xs):
         if spec.driver == "python":  # one step, no loop, no conditional
             x, lane_x = jax.tree.map(lambda a: a[0], (xs, lane_xs))
-            carry, outputs = advance(carry, consts, shared, x, lane_x)
+            carry, outputs = step(carry, consts, shared, x, lane_x)
             return carry, jax.tree.map(lambda a: a[None], outputs)
 
         def body(carry, inputs):
             x, lane_x = inputs
-            stepped = lambda c: advance(c, consts, shared, x, lane_x)
+            stepped = lambda c: step(c, consts, shared, x, lane_x)
             skipped = nan_like(jax.eval_shape(stepped, carry)[1])
             go = x.active & jnp.any(carry.tracker.alive)  # padding, or every lane diverged
             return jax.lax.cond(go, stepped, lambda c: (c, skipped), carry)
@@ -154,20 +156,14 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
         return jax.lax.scan(body, carry, (xs, lane_xs))
 
     def run(carry, consts, shared, xs, lane_xs):
-        if not serial:
-            return run_steps(carry, consts, shared, xs, lane_xs)
-        lanes_first = jax.tree.map(lambda a: jnp.moveaxis(a, 1, 0), lane_xs)
-
-        def one_lane(lane: Any) -> Any:
-            lane_carry, lane_consts, lane_x = lane
-            return run_steps(lane_carry, lane_consts, shared, xs, lane_x)
-
-        lanes = (carry, consts, lanes_first)
-        if len(jax.tree.leaves(carry.tracker)[0]) == 1:  # one lane: never batched
-            carry, outputs = one_lane(jax.tree.map(lambda a: a[0], lanes))
-            carry, outputs = jax.tree.map(lambda a: a[None], (carry, outputs))
-        else:
-            carry, outputs = jax.lax.map(one_lane, lanes, batch_size=spec.placement.batch_size)
-        return carry, jax.tree.map(lambda a: jnp.moveaxis(a, 0, 1), outputs)  # (steps, lanes)
+        if len(carry.tracker.alive) > 1:
+            return run_steps(advance, carry, consts, shared, xs, lane_xs)
+        # One lane (a serial lane, or a device's share): its axis is dropped outside
+        # the loop, not in every step, where XLA:CPU ran the step ~40% slower on two
+        # threads instead of one (docs/benchmarks.md).
+        carry, consts = jax.tree.map(lambda a: a[0], (carry, consts))
+        lane_xs = jax.tree.map(lambda a: a[:, 0], lane_xs)
+        carry, outputs = run_steps(advance_one, carry, consts, shared, xs, lane_xs)
+        return jax.tree.map(lambda a: a[None], carry), jax.tree.map(lambda a: a[:, None], outputs)
 
     return run

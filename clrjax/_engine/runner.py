@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from clrjax._engine import strategy
-from clrjax._engine.drivers import drive
+from clrjax._engine.drivers import Group, drive
 from clrjax._engine.feeding import StepPlan
 from clrjax._engine.lane_step import LaneConsts, Shared, Tracking, make_lane_step
 from clrjax._engine.placement import (
@@ -159,19 +159,13 @@ def run(
     num_lanes, num_steps = lanes.num_lanes, plan.num_steps
     mesh = _mesh(request, num_lanes)
     shards = 1 if mesh is None else mesh.shape[LANES]
-    padded = padded_lanes(num_lanes, shards)
     seeds = np.zeros(num_lanes, np.uint32) if lanes.seeds is None else lanes.seeds
     orders = np.zeros(num_lanes, np.int32) if lanes.orders is None else lanes.orders
-    hparams, seeds, orders = pad_lanes(
-        (dict(lanes.hparams), seeds.astype(np.uint32), orders.astype(np.int32)), num_lanes, padded
-    )
-    plan = dataclasses.replace(
-        plan, lane_hparams=pad_lanes(plan.lane_hparams, num_lanes, padded, 1)
-    )
     data = plan.source.data
     shared = Shared(data=data, val=val, tracking=Tracking(*(np.float32(v) for v in tracking)))
     x0, lane_x0 = plan.first()
-    init_args = (start, key, seeds, hparams, x0.hparams, lane_x0.hparams)
+    hparams, lane0 = dict(lanes.hparams), lane_x0.hparams
+    init_args = (start, key, seeds.astype(np.uint32), hparams, x0.hparams, lane0)
 
     spec = ProgramSpec(
         task=task,
@@ -181,22 +175,25 @@ def run(
         placement=Placement(),
         driver="python",
     )
-    choice = _choose(spec, request, init_args, shared, plan, padded // shards, orders, mesh)
+    lanes_per_device = padded_lanes(num_lanes, shards) // shards
+    choice = _choose(spec, request, init_args, shared, plan, lanes_per_device, orders, mesh)
     placement = choice.placement._replace(mesh=mesh)
     spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
     if request.strategy == "timed":
         spec = _fastest(spec, choice, init_args, shared, orders, plan)
     if placement.data > 1:
         spec = dataclasses.replace(spec, task=SplitBatch(task, mesh, _batch_axis(plan, mesh)))
+    per_call = _lanes_per_call(spec.placement, lanes_per_device)
+    padded = padded_lanes(num_lanes, per_call)
+    lane_args = pad_lanes((init_args[2], hparams, lane0, orders), num_lanes, padded)
+    plan = dataclasses.replace(
+        plan, lane_hparams=pad_lanes(plan.lane_hparams, num_lanes, padded, 1)
+    )
     program = get_program(spec)
+    step0 = x0.hparams
     if mesh is not None:
-        key, shared, step0, start = place((key, shared, x0.hparams, start), mesh, P())
-        seeds, hparams, orders, lane0 = place(
-            (seeds, hparams, orders, lane_x0.hparams), mesh, P(LANES)
-        )
-        init_args = (start, key, seeds, hparams, step0, lane0)
-    carry, keys = program.init(*init_args)
-    consts = LaneConsts(hparams=hparams, key=keys, order=orders)
+        key, shared, step0, start = place((key, shared, step0, start), mesh, P())
+    groups = _start(program, (start, key, step0), lane_args, per_call, mesh)
 
     bar = None
     if request.progress:
@@ -206,8 +203,7 @@ def run(
     try:
         driven = drive(
             program,
-            carry,
-            consts,
+            groups,
             shared,
             plan,
             chunk_size=choice.chunk_size,
@@ -222,6 +218,34 @@ def run(
     if driven.interrupted:
         raise Interrupted(output)
     return output
+
+
+def _lanes_per_call(placement: Placement, lanes_per_device: int) -> int:
+    """Lanes one call of the program runs: a ``"serial"`` group on every device, else all."""
+    per_device = (placement.group or 1) if placement.kind == "serial" else lanes_per_device
+    return min(per_device, lanes_per_device) * placement.shards
+
+
+def _start(
+    program: Any, shared: tuple, lane_args: tuple, per_call: int, mesh: jax.sharding.Mesh | None
+) -> list[Group]:
+    """Each group's initial lane states: one ``program.init`` per ``per_call`` lanes.
+
+    ``shared`` is ``(start, key, step 0's shared hyperparameters)``; ``lane_args``
+    is ``(seeds, hparams, step 0's lane hyperparameters, orders)`` of every lane,
+    cut into consecutive groups (placed over ``mesh``'s ``"lanes"`` axis).
+    """
+    start, key, step0 = shared
+    groups = []
+    for first in range(0, len(lane_args[0]), per_call):
+        lanes = slice(first, first + per_call)
+        own = jax.tree.map(lambda a, s=lanes: a[s], lane_args)
+        if mesh is not None:
+            own = place(own, mesh, P(LANES))
+        seeds, hparams, lane0, orders = own
+        carry, keys = program.init(start, key, seeds, hparams, step0, lane0)
+        groups.append(Group(carry, LaneConsts(hparams=hparams, key=keys, order=orders), lanes))
+    return groups
 
 
 def _mesh(request: Request, num_lanes: int) -> jax.sharding.Mesh | None:
@@ -320,10 +344,6 @@ def _choose(
         on_cpu=on_cpu,
         driver=driver,
     )
-    if placement.kind == "serial" and driver == "python":
-        raise ValueError(
-            "strategy='serial' needs a looping driver ('scan' or 'chunks'), not driver='python'"
-        )
     chunk = request.chunk_size or math.ceil(plan.num_steps / _DEFAULT_NUM_CHUNKS)
     chunk_size = {"scan": plan.num_steps, "python": 1}.get(driver, min(chunk, plan.num_steps))
     return strategy.Choice(placement, driver, chunk_size)
@@ -395,30 +415,25 @@ def _time_candidates(
     orders: np.ndarray,
     plan: StepPlan,
 ) -> ProgramSpec:
-    kinds = ["vmap"] + (["serial"] if spec.driver != "python" else [])
+    if spec.placement.mesh is not None:
+        return spec
     specs = [
         dataclasses.replace(spec, placement=spec.placement._replace(kind=k, group=None))
-        for k in kinds
+        for k in ("vmap", "serial")
     ]
-    if len(specs) == 1 or spec.placement.mesh is not None:
-        return spec
     probe = dataclasses.replace(plan, num_steps=min(plan.num_steps, choice.chunk_size))
+    start, key, seeds, hparams, step0, lane0 = init_args
+    lane_args = (seeds, hparams, lane0, orders)
     best = [math.inf] * len(specs)
     for timed in [False] + [True] * _TIMED_ROUNDS:  # a first round compiles
         for i, candidate in enumerate(specs):
             program = get_program(candidate)
-            carry, keys = program.init(*init_args)
-            consts = LaneConsts(hparams=init_args[3], key=keys, order=orders)
-            jax.block_until_ready(carry)
+            per_call = _lanes_per_call(candidate.placement, len(seeds))
+            groups = _start(program, (start, key, step0), lane_args, per_call, None)
+            jax.block_until_ready([g.carry for g in groups])
             begin = time.perf_counter()
             driven = drive(
-                program,
-                carry,
-                consts,
-                shared,
-                probe,
-                chunk_size=choice.chunk_size,
-                stop_early=False,
+                program, groups, shared, probe, chunk_size=choice.chunk_size, stop_early=False
             )
             if timed:
                 best[i] = min(best[i], time.perf_counter() - begin)
