@@ -17,11 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clrjax._engine.lane_step import (
-    LaneConsts,
     LaneState,
-    LaneX,
-    Shared,
-    StepX,
     Tracker,
     make_lane_step,
     nan_like,
@@ -134,21 +130,16 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
 
     step_lanes = map_lanes(spec.placement, step_one)
 
-    def advance(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
-        return step_lanes((carry, consts, lane_x), (shared, x))
-
-    def advance_one(carry: Any, consts: LaneConsts, shared: Shared, x: StepX, lane_x: LaneX):
-        return step_one((carry, consts, lane_x), (shared, x))
-
     def run_steps(step, carry, consts, shared, xs, lane_xs):
+        """``step`` (``step_one`` or ``step_lanes``) through a chunk of steps."""
         if spec.driver == "python":  # one step, no loop, no conditional
             x, lane_x = jax.tree.map(lambda a: a[0], (xs, lane_xs))
-            carry, outputs = step(carry, consts, shared, x, lane_x)
+            carry, outputs = step((carry, consts, lane_x), (shared, x))
             return carry, jax.tree.map(lambda a: a[None], outputs)
 
         def body(carry, inputs):
             x, lane_x = inputs
-            stepped = lambda c: step(c, consts, shared, x, lane_x)
+            stepped = lambda c: step((c, consts, lane_x), (shared, x))
             skipped = nan_like(jax.eval_shape(stepped, carry)[1])
             go = x.active & jnp.any(carry.tracker.alive)  # padding, or every lane diverged
             return jax.lax.cond(go, stepped, lambda c: (c, skipped), carry)
@@ -157,13 +148,13 @@ def _run_fn(spec: ProgramSpec) -> Callable[..., Any]:
 
     def run(carry, consts, shared, xs, lane_xs):
         if len(carry.tracker.alive) > 1:
-            return run_steps(advance, carry, consts, shared, xs, lane_xs)
+            return run_steps(step_lanes, carry, consts, shared, xs, lane_xs)
         # One lane (a serial lane, or a device's share): its axis is dropped outside
         # the loop, not in every step, where XLA:CPU ran the step ~40% slower on two
         # threads instead of one (docs/benchmarks.md).
         carry, consts = jax.tree.map(lambda a: a[0], (carry, consts))
         lane_xs = jax.tree.map(lambda a: a[:, 0], lane_xs)
-        carry, outputs = run_steps(advance_one, carry, consts, shared, xs, lane_xs)
+        carry, outputs = run_steps(step_one, carry, consts, shared, xs, lane_xs)
         return jax.tree.map(lambda a: a[None], carry), jax.tree.map(lambda a: a[:, None], outputs)
 
     return run

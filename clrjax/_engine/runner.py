@@ -164,8 +164,8 @@ def run(
     data = plan.source.data
     shared = Shared(data=data, val=val, tracking=Tracking(*(np.float32(v) for v in tracking)))
     x0, lane_x0 = plan.first()
-    hparams, lane0 = dict(lanes.hparams), lane_x0.hparams
-    init_args = (start, key, seeds.astype(np.uint32), hparams, x0.hparams, lane0)
+    seeds, hparams, lane0 = seeds.astype(np.uint32), dict(lanes.hparams), lane_x0.hparams
+    init_args = (start, key, seeds, hparams, x0.hparams, lane0)
 
     spec = ProgramSpec(
         task=task,
@@ -185,7 +185,7 @@ def run(
         spec = dataclasses.replace(spec, task=SplitBatch(task, mesh, _batch_axis(plan, mesh)))
     per_call = _lanes_per_call(spec.placement, lanes_per_device)
     padded = padded_lanes(num_lanes, per_call)
-    lane_args = pad_lanes((init_args[2], hparams, lane0, orders), num_lanes, padded)
+    lane_args = pad_lanes((seeds, hparams, lane0, orders), num_lanes, padded)
     plan = dataclasses.replace(
         plan, lane_hparams=pad_lanes(plan.lane_hparams, num_lanes, padded, 1)
     )
