@@ -491,10 +491,11 @@ def test_key_forms_agree():
         run(key="seven")
 
 
-@pytest.mark.parametrize("x64", [False, True])
-def test_int_seeds_give_jax_random_keys(x64, request):
-    if x64:
+@pytest.mark.parametrize("enable_x64", [False, True])
+def test_int_seeds_give_jax_random_keys(enable_x64, request):
+    if enable_x64:
         request.getfixturevalue("x64")
+    assert jax.config.jax_enable_x64 == enable_x64
     for seed in (0, 7, 2**31 + 5, 2**32 - 1, 2**32 + 7, 2**40 + 3, 2**63 - 1):
         got = jax.random.key_data(_grid.as_key(seed))
         np.testing.assert_array_equal(got, jax.random.key_data(jax.random.key(seed)))
