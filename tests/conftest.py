@@ -13,3 +13,15 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture(autouse=True)
+def two_host_threads(monkeypatch):
+    """Serial lane groups step on two host threads, whatever the machine's cores.
+
+    Keeps the strategy labels (``"serial+threads[2]/scan"``) and the threaded
+    path the same on every machine the suite runs on.
+    """
+    from clrjax._engine import strategy
+
+    monkeypatch.setattr(strategy, "host_threads", lambda: 2)

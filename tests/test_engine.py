@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -89,9 +90,14 @@ def test_reference_run_diverges_in_some_lanes(reference):
     [
         ("map", 4, "chunks", "map[4]/chunks"),  # 6 lanes: a group of 4 and a remainder of 2
         ("map", None, "python", "map/python"),  # one lane at a time
-        ("serial", None, "chunks", "serial/chunks"),  # one lane after another per chunk
-        ("serial", 4, "scan", "serial[4]/scan"),  # groups of 4 (vmapped), padded to 8 lanes
-        ("serial", None, "python", "serial/python"),  # one call per lane and step
+        ("serial", None, "chunks", "serial+threads[2]/chunks"),  # one lane per call, two at once
+        (
+            "serial",
+            4,
+            "scan",
+            "serial[4]+threads[2]/scan",
+        ),  # groups of 4 (vmapped), padded to 8 lanes
+        ("serial", None, "python", "serial+threads[2]/python"),  # one call per lane and step
         ("vmap", None, "chunks", "vmap/chunks"),
         ("vmap", None, "python", "vmap/python"),
     ],
@@ -168,6 +174,50 @@ def test_serial_calls_a_one_lane_program_per_lane(monkeypatch):
     run(strategy="serial", lane_group_size=4, driver="scan")  # 6 lanes: 2 groups of 4
     assert calls[0] == [(slice(i, i + 1), (1,)) for i in range(6)]
     assert calls[1] == [(slice(0, 4), (4,)), (slice(4, 8), (4,))]
+
+
+def test_serial_groups_step_on_host_threads_at_once(monkeypatch):
+    # Two calls of the program must be under way together: each waits at a
+    # barrier for the other (one call at a time would break it after 20 s).
+    barrier = threading.Barrier(2, timeout=20)
+    threads = set()
+    drive = runner.drive
+
+    def spy(prog, groups, *args, **kw):
+        def run_both(*run_args):
+            threads.add(threading.get_ident())
+            barrier.wait()
+            return prog.run(*run_args)
+
+        return drive(prog._replace(run=run_both), groups, *args, **kw)
+
+    reference = run(strategy="vmap", driver="scan")
+    monkeypatch.setattr(runner, "drive", spy)
+    r = run(strategy="serial", driver="chunks", chunk_size=5)  # 6 lanes x 4 chunks: 24 calls
+    assert r.strategy == "serial+threads[2]/chunks" and len(threads) == 2
+    np.testing.assert_allclose(r.losses, reference.losses, rtol=1e-5, equal_nan=True)
+
+
+def test_interrupt_with_threads_keeps_the_completed_chunks(monkeypatch):
+    calls = []
+    drive = runner.drive
+
+    def spy(prog, groups, *args, **kw):
+        def run_then_interrupt(*run_args):
+            calls.append(threading.get_ident())
+            if len(calls) == 2 * 6 + 1:  # the first call of the third chunk
+                raise KeyboardInterrupt
+            return prog.run(*run_args)
+
+        return drive(prog._replace(run=run_then_interrupt), groups, *args, **kw)
+
+    monkeypatch.setattr(runner, "drive", spy)
+    kw = dict(strategy="serial", driver="chunks", chunk_size=5, diverge_threshold=None, end_lr=1.0)
+    with pytest.raises(clrjax.RangeTestInterrupted) as info:
+        run(**kw)
+    partial = info.value.result
+    assert len(set(calls)) == 2
+    assert np.all(np.isfinite(partial.losses[:, :10])) and np.all(np.isnan(partial.losses[:, 10:]))
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
@@ -260,6 +310,20 @@ def test_driver_rules():
     assert strategy.choose_driver("python", fp, on_cpu=True, wants_chunks=True, work=0) == "python"
 
 
+def test_thread_rules():
+    fp = footprint(state_mib=1, step_bytes=10 << 20)
+    kw = dict(lanes_per_device=6, budget=np.inf, available=4)
+    assert strategy.choose_threads(Placement("serial"), fp, **kw) == 4
+    assert strategy.choose_threads(Placement("serial", 4), fp, **kw) == 2  # 2 groups of 4
+    assert strategy.choose_threads(Placement("serial"), None, **{**kw, "available": 1}) == 1
+    for other in (Placement("vmap"), Placement("map", 3)):
+        assert strategy.choose_threads(other, fp, **kw) == 1
+    # Within the memory budget: two one-lane steps at a time fit, three do not.
+    budget = fp.total(6, 2)
+    assert strategy.choose_threads(Placement("serial"), fp, **{**kw, "budget": budget}) == 2
+    assert strategy.choose_threads(Placement("serial"), fp, **{**kw, "budget": 0}) == 1
+
+
 def test_memory_budget_groups_lanes_or_refuses():
     fp = footprint(state_mib=1, step_bytes=10 << 20)
     kw = dict(lanes_per_device=6, on_cpu=False, driver="scan")
@@ -339,7 +403,7 @@ def test_a_small_max_memory_groups_the_lanes_and_a_tiny_one_is_refused(reference
 def test_timed_strategy_keeps_the_faster_and_caches_it(reference):
     runner._TIMED.clear()
     r = run(strategy="timed", driver="chunks", chunk_size=5)
-    assert r.strategy.split("/")[0] in ("vmap", "serial") and len(runner._TIMED) == 1
+    assert r.strategy in ("vmap/chunks", "serial+threads[2]/chunks") and len(runner._TIMED) == 1
     assert_same_run(r, reference)
     again = run(strategy="timed", driver="chunks", chunk_size=5, start_lr=1e-4)
     assert again.strategy == r.strategy and len(runner._TIMED) == 1

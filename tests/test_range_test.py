@@ -295,8 +295,8 @@ def test_stop_early_skips_remaining_work():
         ("vmap", "python", "vmap/python"),
         ("map", "chunks", "map[3]/chunks"),
         ("map", "python", "map[3]/python"),
-        ("serial", "scan", "serial[3]/scan"),
-        ("serial", "chunks", "serial[3]/chunks"),
+        ("serial", "scan", "serial[3]+threads[2]/scan"),
+        ("serial", "chunks", "serial[3]+threads[2]/chunks"),
     ],
 )
 def test_strategies_agree(placement, driver, label):

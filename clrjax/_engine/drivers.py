@@ -3,13 +3,15 @@
 ``"scan"`` is one call of the whole run; ``"chunks"`` calls ``chunk_size``
 steps at a time, returning to Python between chunks (a progress bar, an early
 stop once every lane diverged, Ctrl-C); ``"python"`` is a chunk of one step
-per call. Each chunk is run by every :class:`Group` of lanes in turn (one
-group, except ``"serial"`` placement: one call per lane group). An interrupt
-between calls ends the run with the chunks that completed.
+per call. Each chunk is run by every :class:`Group` of lanes (one group,
+except ``"serial"`` placement: one call per lane group), in turn or on several
+host threads at once (XLA:CPU runs each call on the thread that makes it). An
+interrupt between calls ends the run with the chunks that completed.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -57,25 +59,33 @@ def drive(
     chunk_size: int,
     stop_early: bool,
     progress: Any = None,
+    threads: int = 1,
 ) -> Driven:
     """Runs ``plan.num_steps`` steps, ``chunk_size`` per call of ``program.run`` and group.
 
     Outputs are copied to the host as each chunk completes, so an interrupt
     keeps every completed chunk. ``progress`` is ``None`` or a tqdm-like object.
-    ``groups`` is updated in place with each group's carry.
+    ``groups`` is updated in place with each group's carry. With ``threads`` > 1
+    the groups of a chunk step on that many host threads at once.
     """
     num_steps = plan.num_steps
     pieces: list[Any] = []
     start, interrupted, alive = 0, False, True
+    pool = ThreadPoolExecutor(threads) if threads > 1 and len(groups) > 1 else None
     try:
         while start < num_steps:
             xs, lane_xs = plan.chunk(start, chunk_size)
-            outputs = []
-            for i, group in enumerate(groups):  # dispatched one after another, read after
-                own = jax.tree.map(lambda a, g=group: a[:, g.lanes], lane_xs)
+
+            def run_group(i: int, xs=xs, lane_xs=lane_xs) -> Any:
+                group = groups[i]
+                own = jax.tree.map(lambda a: a[:, group.lanes], lane_xs)
                 carry, out = program.run(group.carry, group.consts, shared, xs, own)
                 groups[i] = group._replace(carry=carry)
-                outputs.append(out)
+                return out if pool is None else jax.block_until_ready(out)
+
+            # Without threads every group is dispatched before any output is read.
+            each = map if pool is None else pool.map
+            outputs = list(each(run_group, range(len(groups))))
             pieces.append(jax.tree.map(lambda *o: np.concatenate(o, axis=1), *outputs))
             done = min(chunk_size, num_steps - start)
             start += chunk_size
@@ -86,6 +96,9 @@ def drive(
                 break
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        if pool is not None:  # a call under way cannot be stopped; the queued ones are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
     steps_run = min(start, num_steps) if not interrupted else sum(_length(p) for p in pieces)
     steps_run = min(steps_run, num_steps)
     if not pieces:

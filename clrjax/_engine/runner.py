@@ -181,6 +181,15 @@ def run(
     spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
     if request.strategy == "timed":
         spec = _fastest(spec, choice, init_args, shared, orders, plan)
+        # vmap fitted the memory budget, so any threads of one-lane groups fit it too.
+        threads = strategy.choose_threads(
+            spec.placement,
+            None,
+            lanes_per_device=lanes_per_device,
+            budget=math.inf,
+            available=_available_threads(mesh),
+        )
+        choice = choice._replace(placement=spec.placement, threads=threads)
     if placement.data > 1:
         spec = dataclasses.replace(spec, task=SplitBatch(task, mesh, _batch_axis(plan, mesh)))
     per_call = _lanes_per_call(spec.placement, lanes_per_device)
@@ -209,6 +218,7 @@ def run(
             chunk_size=choice.chunk_size,
             stop_early=spec.driver != "scan",
             progress=bar,
+            threads=choice.threads,
         )
     finally:
         if bar is not None:
@@ -335,18 +345,33 @@ def _choose(
         wants_chunks=wants_chunks or not plan.source.indexed,
         work=work,
     )
+    budget = strategy.memory_budget(request.max_memory, devices)
     placement = strategy.choose_placement(
         request.strategy,
         request.group,
         fp,
         lanes_per_device=lanes_per_device,
-        budget=strategy.memory_budget(request.max_memory, devices),
+        budget=budget,
         on_cpu=on_cpu,
         driver=driver,
     )
+    threads = strategy.choose_threads(
+        placement,
+        fp,
+        lanes_per_device=lanes_per_device,
+        budget=budget,
+        available=_available_threads(mesh),
+    )
     chunk = request.chunk_size or math.ceil(plan.num_steps / _DEFAULT_NUM_CHUNKS)
     chunk_size = {"scan": plan.num_steps, "python": 1}.get(driver, min(chunk, plan.num_steps))
-    return strategy.Choice(placement, driver, chunk_size)
+    return strategy.Choice(placement, driver, chunk_size, threads)
+
+
+def _available_threads(mesh: jax.sharding.Mesh | None) -> int:
+    """Host threads lane groups may step on: the process's cores on CPU with one device, else 1."""
+    one_device = mesh is None or mesh.devices.size == 1
+    on_cpu = jax.default_backend() == "cpu"
+    return strategy.host_threads() if on_cpu and one_device else 1
 
 
 def _shape_key(tree: Any) -> tuple:
@@ -432,8 +457,21 @@ def _time_candidates(
             groups = _start(program, (start, key, step0), lane_args, per_call, None)
             jax.block_until_ready([g.carry for g in groups])
             begin = time.perf_counter()
+            threads = strategy.choose_threads(
+                candidate.placement,
+                None,
+                lanes_per_device=len(seeds),
+                budget=math.inf,  # as in run: vmap fitted the budget
+                available=_available_threads(None),
+            )
             driven = drive(
-                program, groups, shared, probe, chunk_size=choice.chunk_size, stop_early=False
+                program,
+                groups,
+                shared,
+                probe,
+                chunk_size=choice.chunk_size,
+                stop_early=False,
+                threads=threads,
             )
             if timed:
                 best[i] = min(best[i], time.perf_counter() - begin)

@@ -16,6 +16,10 @@ holds and computes; :func:`choose` applies rules measured in
   step is large enough that batching lanes gains nothing (separate matmuls run
   at the machine's full rate); on accelerators ``"serial"`` for convolutions
   (``vmap`` turns them into grouped convolutions); otherwise ``"vmap"``.
+* **threads**: on CPU with one device, ``"serial"`` groups step on as many host
+  threads at once as the process may use cores (within the memory budget): a
+  small lane's step leaves the other cores idle, and even a 512-wide MLP's
+  matmuls do not keep two cores busy (docs/benchmarks.md).
 * **devices**: with several devices the lanes are split over all of them (a mesh
   given by the caller splits them over its ``"lanes"`` axis, each batch over ``"data"``).
 """
@@ -23,6 +27,7 @@ holds and computes; :func:`choose` applies rules measured in
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -167,15 +172,24 @@ def lanes_that_fit(fp: Footprint, num_lanes: int, budget: float) -> int:
 
 
 class Choice(NamedTuple):
-    """A concrete strategy: the :class:`Placement`, the driver and its chunk size."""
+    """A concrete strategy: the :class:`Placement`, the driver and its chunk size.
+
+    Attributes:
+      placement: the :class:`Placement`.
+      driver: the step driver.
+      chunk_size: steps per call of the program.
+      threads: host threads stepping ``"serial"`` groups at once (1: one after another).
+    """
 
     placement: Placement
     driver: str
     chunk_size: int
+    threads: int = 1
 
     def describe(self) -> str:
-        """E.g. ``"vmap/scan"``, ``"map[4]/chunks"``, ``"serial+sharded[2]/scan"``."""
-        return f"{self.placement.describe()}/{self.driver}"
+        """E.g. ``"vmap/scan"``, ``"map[4]/chunks"``, ``"serial+threads[2]/scan"``."""
+        threads = f"+threads[{self.threads}]" if self.threads > 1 else ""
+        return f"{self.placement.describe()}{threads}/{self.driver}"
 
 
 def choose_driver(
@@ -232,3 +246,35 @@ def choose_placement(
     if fit < lanes_per_device:
         return Placement("map", fit)
     return Placement("vmap")
+
+
+def host_threads() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def choose_threads(
+    placement: Placement,
+    fp: Footprint | None,
+    *,
+    lanes_per_device: int,
+    budget: float,
+    available: int,
+) -> int:
+    """Host threads that step ``"serial"`` groups at once (rule in the module docstring).
+
+    ``available`` is :func:`host_threads` on CPU with one device, else 1 (a
+    call on several devices is already spread over them). With a
+    :class:`Footprint`, as many as keep the groups stepping at once within ``budget``.
+    """
+    if placement.kind != "serial":
+        return 1
+    group = placement.group or 1
+    threads = max(1, min(available, -(-lanes_per_device // group)))
+    if fp is not None:
+        while threads > 1 and fp.total(lanes_per_device, threads * group) > budget:
+            threads -= 1
+    return threads
