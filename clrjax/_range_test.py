@@ -237,11 +237,11 @@ def range_test(
       >>> result = clrjax.range_test(loss_fn, jnp.zeros(3), (x, y), batch_size=32,
       ...                            num_steps=50, start_lr=1e-4, end_lr=10.0,
       ...                            grid={"weight_decay": [0.0, 1e-2]})
-      >>> print(result.losses.shape, result.strategy)
-      (2, 50) vmap/scan
+      >>> print(result.losses.shape)
+      (2, 50)
       >>> print(result.lane_label(1), bool(result.diverged_at[1] > 0))
       weight_decay=0.01 True
-      >>> lrs = result.suggest()  # one suggested LR per lane (fastai's "valley")
+      >>> lrs = result.suggest()  # one suggested LR per lane ("minimum")
       >>> print(lrs.shape, bool(1e-4 < lrs[0] < 10.0))
       (2,) True
     """

@@ -310,6 +310,18 @@ def test_driver_rules():
     assert strategy.choose_driver("python", fp, on_cpu=True, wants_chunks=True, work=0) == "python"
 
 
+def test_cpu_cores_split_vmapped_lanes_into_one_group_per_thread():
+    place = lambda lanes, driver="scan", threads=2: strategy.choose_placement(
+        "auto", None, footprint(), lanes_per_device=lanes, budget=np.inf, on_cpu=True,
+        driver=driver, threads=threads,
+    )  # fmt: skip
+    assert place(16) == Placement("serial", 8)
+    assert place(16, threads=4) == Placement("serial", 4)
+    assert place(3) == Placement("serial", 2)  # padded to 4 lanes
+    assert place(2, threads=4) == Placement("serial", 1)
+    assert place(1) == place(16, threads=1) == place(16, "python") == Placement("vmap")
+
+
 def test_thread_rules():
     fp = footprint(state_mib=1, step_bytes=10 << 20)
     kw = dict(lanes_per_device=6, budget=np.inf, available=4)
@@ -387,7 +399,7 @@ def test_a_small_max_memory_groups_the_lanes_and_a_tiny_one_is_refused(reference
     with pytest.raises(MemoryError, match="max_memory"):
         run(max_memory=1)
     plenty = run(max_memory=1e12)
-    assert plenty.strategy == "vmap/scan"
+    assert plenty.strategy == "serial[3]+threads[2]/scan"  # all 6 lanes at once
     for budget in np.geomspace(1e4, 1e8, 9):  # somewhere the lanes stop fitting together
         try:
             r = run(max_memory=float(budget))

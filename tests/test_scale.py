@@ -356,7 +356,7 @@ def test_shard_lanes_with_one_device_runs_unsplit_and_says_so():
 
     split = clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=True, **FAST)
     plain = clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=False, **FAST)
-    assert split.strategy == plain.strategy == "vmap/scan"  # no "+sharded[...]"
+    assert split.strategy == plain.strategy == "serial[3]+threads[2]/scan"  # no "+sharded[...]"
     np.testing.assert_array_equal(split.losses, plain.losses)
 
 

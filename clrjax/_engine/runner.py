@@ -176,17 +176,18 @@ def run(
         driver="python",
     )
     lanes_per_device = padded_lanes(num_lanes, shards) // shards
-    choice = _choose(spec, request, init_args, shared, plan, lanes_per_device, orders, mesh)
+    choice, fp, budget = _choose(
+        spec, request, init_args, shared, plan, lanes_per_device, orders, mesh
+    )
     placement = choice.placement._replace(mesh=mesh)
     spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
     if request.strategy == "timed":
         spec = _fastest(spec, choice, init_args, shared, orders, plan)
-        # vmap fitted the memory budget, so any threads of one-lane groups fit it too.
         threads = strategy.choose_threads(
             spec.placement,
-            None,
+            fp,
             lanes_per_device=lanes_per_device,
-            budget=math.inf,
+            budget=budget,
             available=_available_threads(mesh),
         )
         choice = choice._replace(placement=spec.placement, threads=threads)
@@ -327,8 +328,12 @@ def _choose(
     lanes_per_device: int,
     orders: np.ndarray,
     mesh: jax.sharding.Mesh | None,
-) -> strategy.Choice:
-    """Applies :mod:`.strategy`'s rules; traces one lane's step when a rule needs it."""
+) -> tuple[strategy.Choice, strategy.Footprint | None, float]:
+    """Applies :mod:`.strategy`'s rules; traces one lane's step when a rule needs it.
+
+    Returns the choice, one lane's footprint (``None`` when no rule needed it)
+    and the memory budget per device.
+    """
     on_cpu = jax.default_backend() == "cpu"
     devices = jax.local_devices()[:1] if mesh is None else list(mesh.devices.flat)
     fp = None
@@ -346,6 +351,7 @@ def _choose(
         work=work,
     )
     budget = strategy.memory_budget(request.max_memory, devices)
+    available = _available_threads(mesh)
     placement = strategy.choose_placement(
         request.strategy,
         request.group,
@@ -354,17 +360,14 @@ def _choose(
         budget=budget,
         on_cpu=on_cpu,
         driver=driver,
+        threads=available,
     )
     threads = strategy.choose_threads(
-        placement,
-        fp,
-        lanes_per_device=lanes_per_device,
-        budget=budget,
-        available=_available_threads(mesh),
+        placement, fp, lanes_per_device=lanes_per_device, budget=budget, available=available
     )
     chunk = request.chunk_size or math.ceil(plan.num_steps / _DEFAULT_NUM_CHUNKS)
     chunk_size = {"scan": plan.num_steps, "python": 1}.get(driver, min(chunk, plan.num_steps))
-    return strategy.Choice(placement, driver, chunk_size, threads)
+    return strategy.Choice(placement, driver, chunk_size, threads), fp, budget
 
 
 def _available_threads(mesh: jax.sharding.Mesh | None) -> int:

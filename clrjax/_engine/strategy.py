@@ -15,11 +15,14 @@ holds and computes; :func:`choose` applies rules measured in
   on CPU ``"serial"`` when the lanes' state outgrows the caches or a lane's
   step is large enough that batching lanes gains nothing (separate matmuls run
   at the machine's full rate); on accelerators ``"serial"`` for convolutions
-  (``vmap`` turns them into grouped convolutions); otherwise ``"vmap"``.
+  (``vmap`` turns them into grouped convolutions); otherwise ``"vmap"``, which
+  on CPU with several cores (and a loop driver) becomes one vmapped
+  ``"serial"`` group per core.
 * **threads**: on CPU with one device, ``"serial"`` groups step on as many host
-  threads at once as the process may use cores (within the memory budget): a
-  small lane's step leaves the other cores idle, and even a 512-wide MLP's
-  matmuls do not keep two cores busy (docs/benchmarks.md).
+  threads at once as the process may use cores (within the memory budget):
+  XLA:CPU runs a call on the thread that makes it, a small lane's step leaves
+  the other cores idle, and even a 512-wide MLP's matmuls do not keep two cores
+  busy (docs/benchmarks.md).
 * **devices**: with several devices the lanes are split over all of them (a mesh
   given by the caller splits them over its ``"lanes"`` axis, each batch over ``"data"``).
 """
@@ -215,11 +218,13 @@ def choose_placement(
     budget: float,
     on_cpu: bool,
     driver: str,
+    threads: int = 1,
 ) -> Placement:
     """The lanes' placement on one device (rules in the module docstring).
 
     ``fp`` may be ``None`` only with an explicit ``kind`` (then no rule is applied,
-    and no memory check: the caller chose).
+    and no memory check: the caller chose). ``threads`` is :func:`host_threads`
+    on CPU with one device, else 1.
     """
     if kind not in ("auto", "timed") or fp is None:
         return Placement(kind, None if kind == "vmap" else group)
@@ -245,6 +250,8 @@ def choose_placement(
         return Placement("serial")
     if fit < lanes_per_device:
         return Placement("map", fit)
+    if loops and threads > 1 and lanes_per_device > 1:  # one vmapped group per host thread
+        return Placement("serial", -(-lanes_per_device // min(threads, lanes_per_device)))
     return Placement("vmap")
 
 
