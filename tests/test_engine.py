@@ -421,6 +421,22 @@ def test_timed_strategy_keeps_the_faster_and_caches_it(reference):
     assert again.strategy == r.strategy and len(runner._TIMED) == 1
 
 
+def test_timed_strategy_times_serial_on_its_threads(monkeypatch):
+    runner._TIMED.clear()
+    calls = []
+    drive = runner.drive
+
+    def spy(prog, groups, *args, **kw):
+        calls.append((len(groups), kw["threads"]))
+        return drive(prog, groups, *args, **kw)
+
+    monkeypatch.setattr(runner, "drive", spy)
+    r = run(strategy="timed", driver="chunks", chunk_size=5)
+    # 4 rounds of (vmap: one group, serial: 6 one-lane groups on 2 threads), then the run.
+    assert calls[:8] == [(1, 1), (6, 2)] * 4
+    assert calls[8] == ((1, 1) if r.strategy == "vmap/chunks" else (6, 2))
+
+
 def test_stop_early_with_chunks_and_progress(capsys):
     pytest.importorskip("tqdm")
     r = run(end_lr=1e6, diverge_threshold=1.2, progress=True, chunk_size=2, grid=None)

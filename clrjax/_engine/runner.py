@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -182,15 +182,14 @@ def run(
     placement = choice.placement._replace(mesh=mesh)
     spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
     if request.strategy == "timed":
-        spec = _fastest(spec, choice, init_args, shared, orders, plan)
-        threads = strategy.choose_threads(
-            spec.placement,
-            fp,
-            lanes_per_device=lanes_per_device,
-            budget=budget,
-            available=_available_threads(mesh),
-        )
-        choice = choice._replace(placement=spec.placement, threads=threads)
+
+        def threads_of(placement: Placement) -> int:
+            available = _available_threads(mesh)
+            kw = dict(lanes_per_device=lanes_per_device, budget=budget, available=available)
+            return strategy.choose_threads(placement, fp, **kw)
+
+        spec = _fastest(spec, choice, init_args, shared, orders, plan, threads_of)
+        choice = choice._replace(placement=spec.placement, threads=threads_of(spec.placement))
     if placement.data > 1:
         spec = dataclasses.replace(spec, task=SplitBatch(task, mesh, _batch_axis(plan, mesh)))
     per_call = _lanes_per_call(spec.placement, lanes_per_device)
@@ -423,15 +422,19 @@ def _fastest(
     shared: Shared,
     orders: np.ndarray,
     plan: StepPlan,
+    threads_of: Callable[[Placement], int],
 ) -> ProgramSpec:
-    """``"timed"``: the faster of ``"vmap"`` and ``"serial"`` on the first chunk (cached)."""
+    """``"timed"``: the faster of ``"vmap"`` and ``"serial"`` on the first chunk (cached).
+
+    ``threads_of(placement)`` is the host threads a candidate steps on.
+    """
     if not plan.source.indexed or choice.placement.kind == "map":
         return spec  # timing would consume a stream's batches, or exceed the memory budget
     key = (spec, choice, _shape_key((init_args, shared)))
     if key not in _TIMED:
         if len(_TIMED) >= _CACHE_SIZE:
             _TIMED.pop(next(iter(_TIMED)))
-        _TIMED[key] = _time_candidates(spec, choice, init_args, shared, orders, plan)
+        _TIMED[key] = _time_candidates(spec, choice, init_args, shared, orders, plan, threads_of)
     return _TIMED[key]
 
 
@@ -442,6 +445,7 @@ def _time_candidates(
     shared: Shared,
     orders: np.ndarray,
     plan: StepPlan,
+    threads_of: Callable[[Placement], int],
 ) -> ProgramSpec:
     if spec.placement.mesh is not None:
         return spec
@@ -460,13 +464,6 @@ def _time_candidates(
             groups = _start(program, (start, key, step0), lane_args, per_call, None)
             jax.block_until_ready([g.carry for g in groups])
             begin = time.perf_counter()
-            threads = strategy.choose_threads(
-                candidate.placement,
-                None,
-                lanes_per_device=len(seeds),
-                budget=math.inf,  # as in run: vmap fitted the budget
-                available=_available_threads(None),
-            )
             driven = drive(
                 program,
                 groups,
@@ -474,7 +471,7 @@ def _time_candidates(
                 probe,
                 chunk_size=choice.chunk_size,
                 stop_early=False,
-                threads=threads,
+                threads=threads_of(candidate.placement),
             )
             if timed:
                 best[i] = min(best[i], time.perf_counter() - begin)
