@@ -415,7 +415,8 @@ def test_a_small_max_memory_groups_the_lanes_and_a_tiny_one_is_refused(reference
 def test_timed_strategy_keeps_the_faster_and_caches_it(reference):
     runner._TIMED.clear()
     r = run(strategy="timed", driver="chunks", chunk_size=5)
-    assert r.strategy in ("vmap/chunks", "serial+threads[2]/chunks") and len(runner._TIMED) == 1
+    labels = ("serial[3]+threads[2]/chunks", "vmap/chunks", "serial+threads[2]/chunks")
+    assert r.strategy in labels and len(runner._TIMED) == 1
     assert_same_run(r, reference)
     again = run(strategy="timed", driver="chunks", chunk_size=5, start_lr=1e-4)
     assert again.strategy == r.strategy and len(runner._TIMED) == 1
@@ -432,9 +433,15 @@ def test_timed_strategy_times_serial_on_its_threads(monkeypatch):
 
     monkeypatch.setattr(runner, "drive", spy)
     r = run(strategy="timed", driver="chunks", chunk_size=5)
-    # 4 rounds of (vmap: one group, serial: 6 one-lane groups on 2 threads), then the run.
-    assert calls[:8] == [(1, 1), (6, 2)] * 4
-    assert calls[8] == ((1, 1) if r.strategy == "vmap/chunks" else (6, 2))
+    # 4 rounds of the rules' choice (2 vmapped groups of 3 on 2 threads), vmap (one group)
+    # and serial (6 one-lane groups on 2 threads), then the run with the fastest.
+    candidates = {
+        "serial[3]+threads[2]/chunks": (2, 2),
+        "vmap/chunks": (1, 1),
+        "serial+threads[2]/chunks": (6, 2),
+    }
+    assert calls[:12] == list(candidates.values()) * 4 and len(calls) == 13
+    assert calls[12] == candidates[r.strategy]
 
 
 def test_stop_early_with_chunks_and_progress(capsys):

@@ -424,8 +424,9 @@ def _fastest(
     plan: StepPlan,
     threads_of: Callable[[Placement], int],
 ) -> ProgramSpec:
-    """``"timed"``: the faster of ``"vmap"`` and ``"serial"`` on the first chunk (cached).
+    """``"timed"``: the fastest of the rules' choice, ``"vmap"`` and ``"serial"``.
 
+    Each runs the first chunk (cached per configuration and shapes);
     ``threads_of(placement)`` is the host threads a candidate steps on.
     """
     if not plan.source.indexed or choice.placement.kind == "map":
@@ -449,18 +450,25 @@ def _time_candidates(
 ) -> ProgramSpec:
     if spec.placement.mesh is not None:
         return spec
+    placements = [spec.placement] + [
+        spec.placement._replace(kind=k, group=None) for k in ("vmap", "serial")
+    ]
     specs = [
-        dataclasses.replace(spec, placement=spec.placement._replace(kind=k, group=None))
-        for k in ("vmap", "serial")
+        dataclasses.replace(spec, placement=p)
+        for i, p in enumerate(placements)
+        if p not in placements[:i]
     ]
     probe = dataclasses.replace(plan, num_steps=min(plan.num_steps, choice.chunk_size))
     start, key, seeds, hparams, step0, lane0 = init_args
-    lane_args = (seeds, hparams, lane0, orders)
+    num_lanes = len(seeds)
     best = [math.inf] * len(specs)
     for timed in [False] + [True] * _TIMED_ROUNDS:  # a first round compiles
         for i, candidate in enumerate(specs):
             program = get_program(candidate)
-            per_call = _lanes_per_call(candidate.placement, len(seeds))
+            per_call = _lanes_per_call(candidate.placement, num_lanes)
+            padded = padded_lanes(num_lanes, per_call)
+            lane_args = pad_lanes((seeds, hparams, lane0, orders), num_lanes, padded)
+            lane_hparams = pad_lanes(probe.lane_hparams, num_lanes, padded, 1)
             groups = _start(program, (start, key, step0), lane_args, per_call, None)
             jax.block_until_ready([g.carry for g in groups])
             begin = time.perf_counter()
@@ -468,7 +476,7 @@ def _time_candidates(
                 program,
                 groups,
                 shared,
-                probe,
+                dataclasses.replace(probe, lane_hparams=lane_hparams),
                 chunk_size=choice.chunk_size,
                 stop_early=False,
                 threads=threads_of(candidate.placement),
