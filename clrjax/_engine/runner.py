@@ -176,33 +176,24 @@ def run(
         driver="python",
     )
     lanes_per_device = padded_lanes(num_lanes, shards) // shards
-    choice, fp, budget = _choose(
+    choice, threads_of = _choose(
         spec, request, init_args, shared, plan, lanes_per_device, orders, mesh
     )
     placement = choice.placement._replace(mesh=mesh)
     spec = dataclasses.replace(spec, placement=placement, driver=choice.driver)
     if request.strategy == "timed":
-
-        def threads_of(placement: Placement) -> int:
-            available = _available_threads(mesh)
-            kw = dict(lanes_per_device=lanes_per_device, budget=budget, available=available)
-            return strategy.choose_threads(placement, fp, **kw)
-
         spec = _fastest(spec, choice, init_args, shared, orders, plan, threads_of)
         choice = choice._replace(placement=spec.placement, threads=threads_of(spec.placement))
     if placement.data > 1:
         spec = dataclasses.replace(spec, task=SplitBatch(task, mesh, _batch_axis(plan, mesh)))
-    per_call = _lanes_per_call(spec.placement, lanes_per_device)
-    padded = padded_lanes(num_lanes, per_call)
-    lane_args = pad_lanes((seeds, hparams, lane0, orders), num_lanes, padded)
-    plan = dataclasses.replace(
-        plan, lane_hparams=pad_lanes(plan.lane_hparams, num_lanes, padded, 1)
-    )
     program = get_program(spec)
     step0 = x0.hparams
     if mesh is not None:
         key, shared, step0, start = place((key, shared, step0, start), mesh, P())
-    groups = _start(program, (start, key, step0), lane_args, per_call, mesh)
+    lane_args = (seeds, hparams, lane0, orders)
+    groups, plan = _start(
+        program, spec.placement, lanes_per_device, (start, key, step0), lane_args, plan, mesh
+    )
 
     bar = None
     if request.progress:
@@ -237,14 +228,29 @@ def _lanes_per_call(placement: Placement, lanes_per_device: int) -> int:
 
 
 def _start(
-    program: Any, shared: tuple, lane_args: tuple, per_call: int, mesh: jax.sharding.Mesh | None
-) -> list[Group]:
-    """Each group's initial lane states: one ``program.init`` per ``per_call`` lanes.
+    program: Any,
+    placement: Placement,
+    lanes_per_device: int,
+    shared: tuple,
+    lane_args: tuple,
+    plan: StepPlan,
+    mesh: jax.sharding.Mesh | None,
+) -> tuple[list[Group], StepPlan]:
+    """Each group's initial lane states: one ``program.init`` per call's lanes.
 
     ``shared`` is ``(start, key, step 0's shared hyperparameters)``; ``lane_args``
-    is ``(seeds, hparams, step 0's lane hyperparameters, orders)`` of every lane,
-    cut into consecutive groups (placed over ``mesh``'s ``"lanes"`` axis).
+    is ``(seeds, hparams, step 0's lane hyperparameters, orders)`` of every lane.
+    The lanes are padded to whole calls (copies of the last lane) and cut into
+    consecutive groups (placed over ``mesh``'s ``"lanes"`` axis). Returns the
+    groups and ``plan`` with its per-lane inputs padded alike.
     """
+    num_lanes = len(lane_args[0])
+    per_call = _lanes_per_call(placement, lanes_per_device)
+    padded = padded_lanes(num_lanes, per_call)
+    lane_args = pad_lanes(lane_args, num_lanes, padded)
+    plan = dataclasses.replace(
+        plan, lane_hparams=pad_lanes(plan.lane_hparams, num_lanes, padded, 1)
+    )
     start, key, step0 = shared
     groups = []
     for first in range(0, len(lane_args[0]), per_call):
@@ -255,7 +261,7 @@ def _start(
         seeds, hparams, lane0, orders = own
         carry, keys = program.init(start, key, seeds, hparams, step0, lane0)
         groups.append(Group(carry, LaneConsts(hparams=hparams, key=keys, order=orders), lanes))
-    return groups
+    return groups, plan
 
 
 def _mesh(request: Request, num_lanes: int) -> jax.sharding.Mesh | None:
@@ -327,11 +333,11 @@ def _choose(
     lanes_per_device: int,
     orders: np.ndarray,
     mesh: jax.sharding.Mesh | None,
-) -> tuple[strategy.Choice, strategy.Footprint | None, float]:
+) -> tuple[strategy.Choice, Callable[[Placement], int]]:
     """Applies :mod:`.strategy`'s rules; traces one lane's step when a rule needs it.
 
-    Returns the choice, one lane's footprint (``None`` when no rule needed it)
-    and the memory budget per device.
+    Returns the choice and ``threads_of(placement)``: the host threads another
+    placement of these lanes would step on (for ``"timed"``'s candidates).
     """
     on_cpu = jax.default_backend() == "cpu"
     devices = jax.local_devices()[:1] if mesh is None else list(mesh.devices.flat)
@@ -361,12 +367,14 @@ def _choose(
         driver=driver,
         threads=available,
     )
-    threads = strategy.choose_threads(
-        placement, fp, lanes_per_device=lanes_per_device, budget=budget, available=available
-    )
+
+    def threads_of(placement: Placement) -> int:
+        kw = dict(lanes_per_device=lanes_per_device, budget=budget, available=available)
+        return strategy.choose_threads(placement, fp, **kw)
+
     chunk = request.chunk_size or math.ceil(plan.num_steps / _DEFAULT_NUM_CHUNKS)
     chunk_size = {"scan": plan.num_steps, "python": 1}.get(driver, min(chunk, plan.num_steps))
-    return strategy.Choice(placement, driver, chunk_size, threads), fp, budget
+    return strategy.Choice(placement, driver, chunk_size, threads_of(placement)), threads_of
 
 
 def _available_threads(mesh: jax.sharding.Mesh | None) -> int:
@@ -460,23 +468,21 @@ def _time_candidates(
     ]
     probe = dataclasses.replace(plan, num_steps=min(plan.num_steps, choice.chunk_size))
     start, key, seeds, hparams, step0, lane0 = init_args
-    num_lanes = len(seeds)
+    num_lanes, lane_args = len(seeds), (seeds, hparams, lane0, orders)
     best = [math.inf] * len(specs)
     for timed in [False] + [True] * _TIMED_ROUNDS:  # a first round compiles
         for i, candidate in enumerate(specs):
             program = get_program(candidate)
-            per_call = _lanes_per_call(candidate.placement, num_lanes)
-            padded = padded_lanes(num_lanes, per_call)
-            lane_args = pad_lanes((seeds, hparams, lane0, orders), num_lanes, padded)
-            lane_hparams = pad_lanes(probe.lane_hparams, num_lanes, padded, 1)
-            groups = _start(program, (start, key, step0), lane_args, per_call, None)
+            groups, padded_probe = _start(
+                program, candidate.placement, num_lanes, (start, key, step0), lane_args, probe, None
+            )
             jax.block_until_ready([g.carry for g in groups])
             begin = time.perf_counter()
             driven = drive(
                 program,
                 groups,
                 shared,
-                dataclasses.replace(probe, lane_hparams=lane_hparams),
+                padded_probe,
                 chunk_size=choice.chunk_size,
                 stop_early=False,
                 threads=threads_of(candidate.placement),
