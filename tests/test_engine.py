@@ -284,7 +284,7 @@ def test_cpu_placement_rules(fp, lanes, expected):
 
 def test_cpu_convolutions_never_get_a_lane_loop():
     fp = footprint(state_mib=4, flops=1e9, convolutions=True)
-    driver = strategy.choose_driver("auto", fp, on_cpu=True, wants_chunks=False, work=0.0)
+    driver = strategy.choose_driver("auto", fp, on_cpu=True, wants_chunks=False, call_work=0.0)
     assert driver == "python"
     kw = dict(lanes_per_device=16, budget=np.inf, on_cpu=True, driver=driver)
     assert strategy.choose_placement("auto", None, fp, **kw).kind == "vmap"
@@ -294,7 +294,7 @@ def test_cpu_convolutions_never_get_a_lane_loop():
 def test_accelerator_placement_rules(convolutions, expected):
     # vmapped convolutions become grouped ones: accelerators loop over lanes instead.
     fp = footprint(state_mib=64, flops=1e10, convolutions=convolutions)
-    driver = strategy.choose_driver("auto", fp, on_cpu=False, wants_chunks=False, work=0.0)
+    driver = strategy.choose_driver("auto", fp, on_cpu=False, wants_chunks=False, call_work=0.0)
     assert driver == "scan"
     kw = dict(lanes_per_device=64, budget=np.inf, on_cpu=False, driver=driver)
     assert strategy.choose_placement("auto", None, fp, **kw).kind == expected
@@ -303,11 +303,28 @@ def test_accelerator_placement_rules(convolutions, expected):
 def test_driver_rules():
     fp = footprint(flops=1e6)
     choose = lambda **kw: strategy.choose_driver("auto", fp, on_cpu=True, **kw)
-    assert choose(wants_chunks=False, work=1e6) == "scan"
-    assert choose(wants_chunks=True, work=1e6) == "chunks"
-    long_run = 2 * strategy.SCAN_MAX_SECONDS * strategy.CPU_FLOPS_PER_SECOND
-    assert choose(wants_chunks=False, work=long_run) == "chunks"
-    assert strategy.choose_driver("python", fp, on_cpu=True, wants_chunks=True, work=0) == "python"
+    assert choose(wants_chunks=False, call_work=1e6) == "scan"
+    assert choose(wants_chunks=True, call_work=1e6) == "chunks"
+    long_call = 2 * strategy.SCAN_MAX_SECONDS * strategy.CPU_FLOPS_PER_SECOND
+    assert choose(wants_chunks=False, call_work=long_call) == "chunks"
+    python = strategy.choose_driver("python", fp, on_cpu=True, wants_chunks=True, call_work=0)
+    assert python == "python"
+
+
+def test_scan_unless_one_call_would_be_long(monkeypatch):
+    # Ctrl-C is answered between calls, so what counts is one call's work: a
+    # serial group's run, or every lane's ("timed" may pick vmap).
+    monkeypatch.setattr(runner, "_FOOTPRINTS", {})
+    assert run().strategy == "serial[3]+threads[2]/scan"
+    (fp,) = runner._FOOTPRINTS.values()
+    lanes_in_a_second = 4.5  # a call of 3 lanes takes ~0.7 s, of all 6 ~1.3 s
+    rate = fp.flops * FAST["num_steps"] * lanes_in_a_second / strategy.SCAN_MAX_SECONDS
+    monkeypatch.setattr(strategy, "CPU_FLOPS_PER_SECOND", rate)
+    assert run().strategy == "serial[3]+threads[2]/scan"
+    assert run(strategy="serial").strategy == "serial+threads[2]/scan"
+    assert run(strategy="serial", lane_group_size=6).strategy == "serial[6]/chunks"
+    assert run(strategy="vmap").strategy == "vmap/chunks"
+    assert run(strategy="timed").strategy.endswith("/chunks")
 
 
 def test_cpu_cores_split_vmapped_lanes_into_one_group_per_thread():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -346,14 +347,13 @@ def _choose(
         fp = _footprint(spec, init_args, shared, plan, orders)
         if mesh is not None:  # a lane's step is split over the "data" axis
             fp = fp._replace(step_bytes=-(-fp.step_bytes // mesh.shape[DATA]))
-    work = fp.flops * plan.num_steps * lanes_per_device if fp is not None else 0.0
     wants_chunks = request.progress or request.chunk_size is not None
-    driver = strategy.choose_driver(
+    choose_driver = functools.partial(
+        strategy.choose_driver,
         request.driver,
         fp,
         on_cpu=on_cpu,
         wants_chunks=wants_chunks or not plan.source.indexed,
-        work=work,
     )
     budget = strategy.memory_budget(request.max_memory, devices)
     available = _available_threads(mesh)
@@ -364,9 +364,14 @@ def _choose(
         lanes_per_device=lanes_per_device,
         budget=budget,
         on_cpu=on_cpu,
-        driver=driver,
+        driver=choose_driver(call_work=0.0),  # it asks only whether the driver loops
         threads=available,
     )
+    # A call runs one serial group, or all lanes (and "timed" may pick "vmap").
+    per_call = lanes_per_device
+    if placement.kind == "serial" and request.strategy != "timed":
+        per_call = min(placement.group or 1, lanes_per_device)
+    driver = choose_driver(call_work=fp.flops * plan.num_steps * per_call if fp else 0.0)
 
     def threads_of(placement: Placement) -> int:
         kw = dict(lanes_per_device=lanes_per_device, budget=budget, available=available)

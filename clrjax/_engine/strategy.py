@@ -7,9 +7,11 @@ holds and computes; :func:`choose` applies rules measured in
 * **driver**: on CPU, steps with convolutions run one loop-free step per call
   (``"python"``; XLA:CPU runs convolutions inside loops ~10x slower,
   jax-ml/jax#12868); a progress bar, an explicit ``chunk_size`` or a stream of
-  batches (read chunk by chunk) take ``"chunks"``; so does a run long enough
-  that Ctrl-C should be answered within about a second (estimated from the
-  step's FLOPs); otherwise the whole run is one ``"scan"``.
+  batches (read chunk by chunk) take ``"chunks"``; so does a run whose calls
+  would each take more than about a second (estimated from the step's FLOPs),
+  so that Ctrl-C, answered between calls, acts within about a second;
+  otherwise the whole run is one ``"scan"`` (per lane group under ``"serial"``:
+  16 lanes of a 512-wide MLP's range test take ~7 s, one lane's ~0.5 s).
 * **placement**: lanes that do not fit the memory budget step in groups
   (``"serial"`` groups when the rules below pick ``"serial"``, else ``"map"``);
   on CPU ``"serial"`` when the lanes' state outgrows the caches or a lane's
@@ -45,8 +47,10 @@ SERIAL_STATE_BYTES = 16 << 20
 # CPU: "serial" once one lane's step computes this many FLOPs: batched matmuls
 # then gain nothing over separate ones (see docs/benchmarks.md).
 SERIAL_STEP_FLOPS = 2e6
-# "chunks" once the run is estimated to take longer than this at the rate below,
-# so that Ctrl-C and the early stop act within about a second.
+# "chunks" once one call of a whole-run scan is estimated to take longer than this
+# at the rate below, so that Ctrl-C (answered between calls) acts within about a
+# second. Scanning a 512-wide MLP's serial lanes instead of chunking them ran 2-4%
+# faster (docs/benchmarks.md).
 SCAN_MAX_SECONDS = 1.0
 CPU_FLOPS_PER_SECOND = 50e9
 ACCELERATOR_FLOPS_PER_SECOND = 10e12
@@ -196,15 +200,20 @@ class Choice(NamedTuple):
 
 
 def choose_driver(
-    driver: str, fp: Footprint | None, *, on_cpu: bool, wants_chunks: bool, work: float
+    driver: str, fp: Footprint | None, *, on_cpu: bool, wants_chunks: bool, call_work: float
 ) -> str:
-    """The step driver (rules in the module docstring); ``work`` is the run's FLOPs."""
+    """The step driver (rules in the module docstring).
+
+    ``call_work`` is the FLOPs of the longest call a whole-run ``"scan"`` would
+    make: every step of the lanes one call runs (all of a device's lanes, or one
+    ``"serial"`` group).
+    """
     if driver != "auto":
         return driver
     if fp is not None and on_cpu and fp.convolutions:
         return "python"
     rate = CPU_FLOPS_PER_SECOND if on_cpu else ACCELERATOR_FLOPS_PER_SECOND
-    if wants_chunks or work / rate > SCAN_MAX_SECONDS:
+    if wants_chunks or call_work / rate > SCAN_MAX_SECONDS:
         return "chunks"
     return "scan"
 
