@@ -367,10 +367,11 @@ def _choose(
         driver=choose_driver(call_work=0.0),  # it asks only whether the driver loops
         threads=available,
     )
-    # A call runs one serial group, or all lanes (and "timed" may pick "vmap").
+    # A call runs one serial group, or all of a device's lanes ("timed" may pick
+    # "vmap"). The placement has no mesh yet: its lanes per call are one device's.
     per_call = lanes_per_device
-    if placement.kind == "serial" and request.strategy != "timed":
-        per_call = min(placement.group or 1, lanes_per_device)
+    if request.strategy != "timed":
+        per_call = _lanes_per_call(placement, lanes_per_device)
     driver = choose_driver(call_work=fp.flops * plan.num_steps * per_call if fp else 0.0)
 
     def threads_of(placement: Placement) -> int:
