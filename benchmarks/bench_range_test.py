@@ -293,7 +293,7 @@ def print_targets(cold: dict, warm: dict) -> None:
                 f"{torch_s / auto:.2f}x",
                 torch_s >= 1.2 * auto,
             )
-    for (name, k), (rows, flops, gemm) in warm.items():
+    for (name, k), (rows, flops, gemm, ran) in warm.items():
         if "clrjax/auto" not in rows:
             continue
         auto = rows["clrjax/auto"]["steady"]
@@ -301,10 +301,17 @@ def print_targets(cold: dict, warm: dict) -> None:
         if loop:
             label = f"warm {name} K={k}: auto never slower than the loop"
             check(label, f"{loop / auto:.2f}x", auto <= loop)
-        ours = {r: m["steady"] for r, m in rows.items() if r.startswith("clrjax/")}
+        # Rows that ran auto's own program differ from it by noise only: left out.
+        program = {r: info.get("strategy") for r, info in ran.items()}
+        ours = {
+            r: m["steady"]
+            for r, m in rows.items()
+            if r == "clrjax/auto"
+            or (r.startswith("clrjax/") and program.get(r) != program.get("clrjax/auto"))
+        }
         best = min(ours, key=ours.get)
         check(
-            f"warm {name} K={k}: auto within 10% of the best strategy ({best})",
+            f"warm {name} K={k}: auto within 10% of the best other strategy ({best})",
             f"{auto / ours[best]:.2f}x",
             auto <= 1.1 * ours[best],
         )
@@ -433,7 +440,7 @@ def main(argv=None):
                     {**fns, GEMM: gemm_row(args.gemm_size)}, args.repeats, args.min_time
                 )
                 gemm = 2 * args.gemm_size**3 / rows.pop(GEMM)["steady"]
-                warm[(name, k)] = (rows, flops, gemm)
+                warm[(name, k)] = (rows, flops, gemm, ran)
                 print_warm(name, k, rows, flops, gemm, ran)
         print(f"\nlarge GEMM at the end: {gemm_rate(args.gemm_size) / 1e9:.1f} GFLOP/s")
     print_targets(cold, warm)
