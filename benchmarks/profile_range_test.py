@@ -15,6 +15,13 @@ Ablation (default): for each workload and K, rows doing the same training as
 XLA spent compiling each jitted function (the engine's ``init`` and ``run``,
 the loop's ``run``), and the call's total.
 
+``--compiler-options``: the run program that ``strategy="auto"`` compiles
+(lowered once, for its first lane group) compiled ``--rounds`` times under each
+of :data:`OPTION_SETS` in turn, JAX's caches cleared before each compile: the
+median and fastest compile seconds, and the fastest of ``--rounds`` calls of
+each compiled program (taking turns, on a fresh copy of the group's state):
+the measurement behind ``CPU_COMPILER_OPTIONS`` in ``clrjax/_engine/program.py``.
+
 ``--calibrate``: for each workload and K, ``strategy="vmap"`` against
 ``"serial"`` with ``driver="scan"`` and ``"chunks"``, and ``"auto"``; with one
 lane's step FLOPs and state bytes (the engine's footprint), to place the CPU
@@ -32,6 +39,7 @@ Run from the repository root::
     python benchmarks/profile_range_test.py
     python benchmarks/profile_range_test.py --calibrate            # ~10 min on 2 cores
     python benchmarks/profile_range_test.py --compiles --lanes 16  # ~5 min
+    python benchmarks/profile_range_test.py --compiler-options     # ~3 min
     python benchmarks/profile_range_test.py --workloads mlp512 --lanes 16 --matmuls
 """
 
@@ -45,6 +53,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,7 +67,7 @@ from _rows import clrjax_range_test, loop_scan, single_run
 from _workloads import make_workload
 from bench_range_test import fastest_call, gemm_rate, measure_warm
 
-from clrjax._engine import runner, strategy
+from clrjax._engine import program, runner, strategy
 
 CALIBRATION_ROWS = ("vmap/scan", "serial/scan", "vmap/chunks", "serial/chunks", "auto")
 COMPILE_ROWS = (
@@ -69,6 +78,26 @@ COMPILE_ROWS = (
     "clrjax/serial/chunks",
     "clrjax/auto",
 )
+# XLA:CPU options the engine's run program is compiled under (--compiler-options);
+# every set names both options, since they are added to the engine's own.
+OPTION_SETS = {
+    "fusion emitters, LLVM level 3": {
+        "xla_cpu_use_fusion_emitters": True,
+        "xla_backend_optimization_level": 3,
+    },
+    "classic emitters, LLVM level 3": {
+        "xla_cpu_use_fusion_emitters": False,
+        "xla_backend_optimization_level": 3,
+    },
+    "classic emitters, LLVM level 2": {
+        "xla_cpu_use_fusion_emitters": False,
+        "xla_backend_optimization_level": 2,
+    },
+    "classic emitters, LLVM level 1": {
+        "xla_cpu_use_fusion_emitters": False,
+        "xla_backend_optimization_level": 1,
+    },
+}
 _COMPILED = re.compile(r"Finished XLA compilation of jit\((\w+)\) in ([0-9.e-]+) sec")
 
 
@@ -214,6 +243,60 @@ def compile_times(name: str, k: int, args) -> None:
         )
 
 
+def _lowered_run(name: str, k: int, args):
+    """``auto``'s run program lowered for its first lane group, that group's arguments, strategy."""
+    captured = {}
+    drive = runner.drive
+
+    def spy(prog, groups, shared, plan, **kw):
+        group = groups[0]
+        xs, lane_xs = plan.chunk(0, kw["chunk_size"])
+        own = jax.tree.map(lambda a: a[:, group.lanes], lane_xs)
+        carry = jax.tree.map(jnp.copy, group.carry)  # the run donates the group's own
+        captured["args"] = (carry, group.consts, shared, xs, own)
+        captured["lowered"] = prog.run.lower(*captured["args"])
+        return drive(prog, groups, shared, plan, **kw)
+
+    runner.drive = spy
+    try:
+        workload = make_workload(name)
+        run, info = clrjax_range_test(
+            workload, weight_decays(k), args.steps, args.batch_size, "auto"
+        )
+        jax.block_until_ready(run())
+    finally:
+        runner.drive = drive
+    return captured["lowered"], captured["args"], info["strategy"]
+
+
+def compiler_options(name: str, k: int, args) -> None:
+    """Compile and call seconds of ``auto``'s run program under each of :data:`OPTION_SETS`."""
+    lowered, (carry, *rest), ran = _lowered_run(name, k, args)
+    seconds = {label: [] for label in OPTION_SETS}
+    calls = {label: [] for label in OPTION_SETS}
+    for _ in range(args.rounds):
+        for label, options in OPTION_SETS.items():
+            jax.clear_caches()
+            begin = time.perf_counter()
+            compiled = lowered.compile(options)
+            seconds[label].append(time.perf_counter() - begin)
+            fresh = jax.block_until_ready(jax.tree.map(jnp.copy, carry))
+            begin = time.perf_counter()
+            jax.block_until_ready(compiled(fresh, *rest))
+            calls[label].append(time.perf_counter() - begin)
+    print(
+        f"\n{make_workload(name).description}: K={k}, {args.steps} steps, auto ran {ran}; "
+        f"load {_load()}"
+    )
+    print(f"  {'options':32s} {'compile: median':>16s} {'fastest':>8s} {'call: fastest':>13s}")
+    for label in OPTION_SETS:
+        engine = " (the engine's)" if OPTION_SETS[label] == program.CPU_COMPILER_OPTIONS else ""
+        print(
+            f"  {label:32s} {statistics.median(seconds[label]):12.3f} s "
+            f"{min(seconds[label]):6.3f} s {min(calls[label]) * 1e3:9.2f} ms{engine}"
+        )
+
+
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -222,6 +305,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calibrate", action="store_true", help="vmap vs serial, per workload")
     parser.add_argument("--compiles", action="store_true", help="compile seconds, fresh processes")
+    parser.add_argument(
+        "--compiler-options", action="store_true", help="XLA:CPU option sets, compile and call"
+    )
     parser.add_argument("--workloads", default=None)
     parser.add_argument("--lanes", default=None, help="K values, comma-separated")
     parser.add_argument("--steps", type=int, default=100)
@@ -244,6 +330,8 @@ def main(argv=None) -> None:
         for k in lanes:
             if args.compiles:
                 compile_times(name, k, args)
+            elif args.compiler_options:
+                compiler_options(name, k, args)
             elif args.calibrate:
                 summary.append(calibrate(name, k, args))
             else:

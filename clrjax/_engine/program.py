@@ -31,10 +31,10 @@ DRIVERS = ("scan", "chunks", "python")
 PROGRAM_CACHE_SIZE = 8
 
 # XLA:CPU compiles the engine's programs about a third faster with its classic
-# loop emitters than with its newer fusion emitters, and 10-20% faster again
-# with LLVM's optimization level 2 instead of its default 3 (MLP 64 and logistic
-# regression; MLP 512's matmuls are library calls either way), and runs them as
-# fast (docs/benchmarks.md). Passed only where this XLA knows the options.
+# loop emitters than with its newer fusion emitters, and 5-16% faster again
+# with LLVM's optimization level 2 instead of its default 3, and runs them as
+# fast (`benchmarks/profile_range_test.py --compiler-options`, docs/benchmarks.md).
+# Passed only where this XLA knows the options.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 2}
 
 
