@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from clrjax import RangeTestResult, plotting
+from clrjax.plotting import _range_test_plots, _style
 
 NUM_STEPS = 60
 LRS = np.geomspace(1e-5, 10.0, NUM_STEPS)
@@ -124,7 +125,7 @@ def test_sequential_colours_follow_numeric_order(wd_result):
     ]
     viridis = matplotlib.colormaps["viridis"]
     # Sorted ascending: 0, 1e-5, 1e-4, 1e-3 get increasing positions on the colormap.
-    expected = [viridis(p) for p in np.linspace(*plotting._CMAP_RANGE, 4)[[3, 2, 1, 0]]]
+    expected = [viridis(p) for p in np.linspace(*_style._CMAP_RANGE, 4)[[3, 2, 1, 0]]]
     np.testing.assert_allclose(colours, expected)
 
 
@@ -272,7 +273,7 @@ def test_overlapping_lanes_get_staggered_dots():
     lines = _lines(ax, "clrjax-smoothed")
     assert [line.get_marker() for line in lines] == ["o", "o", "None"]
     (start_0, period_0), (start_1, period_1) = (line.get_markevery() for line in lines[:2])
-    assert period_0 == period_1 == NUM_STEPS // plotting._DOTS_PER_CURVE
+    assert period_0 == period_1 == NUM_STEPS // _style._DOTS_PER_CURVE
     assert start_0 % period_0 != start_1 % period_1
     # Not merged: the curves differ after step 45.
     assert _legend_texts(ax)[:3] == ["weight_decay=0", "weight_decay=1e-4", "weight_decay=1e-3"]
@@ -328,7 +329,7 @@ def test_auto_ylim_cuts_exploding_tail(wd_result):
     ax = plotting.plot_range_test(wd_result, show_raw=False, show_min=False)
     finite = wd_result.smoothed[np.isfinite(wd_result.smoothed)]
     lo, start = finite.min(), wd_result.smoothed[:, 0].max()
-    top = start + plotting._YLIM_HEADROOM * (start - lo)
+    top = start + _range_test_plots._YLIM_HEADROOM * (start - lo)
     assert top < finite.max()
     np.testing.assert_allclose(ax.get_ylim(), (lo - 0.05 * (top - lo), top + 0.05 * (top - lo)))
     # With raw losses drawn, the range reaches down to the lowest of them.

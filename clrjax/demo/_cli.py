@@ -165,7 +165,7 @@ def _format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _lane_text(hparams: dict[str, Any]) -> str:
     """``"weight_decay=1e-3, momentum=0.9"``, formatted like the table."""
-    from clrjax.plotting import _format_value
+    from clrjax.plotting._style import _format_value
 
     return ", ".join(f"{k}={_format_value(v)}" for k, v in hparams.items())
 
@@ -174,7 +174,7 @@ def _lane_table(result: Any, methods: Sequence[str]) -> str:
     """One row per lane: hyperparameters, suggested LRs, divergence step."""
     import numpy as np
 
-    from clrjax.plotting import _format_value
+    from clrjax.plotting._style import _format_value
 
     names = list(result.hparams)
     picks = {m: result.suggest(m) for m in methods}
@@ -355,8 +355,9 @@ def _schedule_figures(num_steps: int) -> dict[str, tuple[str, Callable, Callable
 
 def _cmd_schedules(args: argparse.Namespace) -> int:
     from clrjax import plotting
+    from clrjax.plotting._style import _pyplot
 
-    plt = plotting._pyplot()
+    plt = _pyplot()
     if not os.path.isdir(args.out_dir):
         raise _Failure(f"--out-dir {args.out_dir!r} is not a directory")
     for name, (title, lr, momentum) in _schedule_figures(args.steps).items():

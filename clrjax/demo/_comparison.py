@@ -716,7 +716,7 @@ def plot_results(
     """
     from matplotlib.ticker import MaxNLocator
 
-    from clrjax.plotting import _pyplot
+    from clrjax.plotting._style import _pyplot
 
     names = result.arm_names
     arms = default_plot_arms(result) if arms is None else list(arms)
@@ -755,7 +755,7 @@ def plot_results(
 
 def comparison_figure(result: ComparisonResult) -> Any:
     """find_schedule's plot (range test and candidates, the race) beside the accuracy curves."""
-    from clrjax.plotting import _pyplot
+    from clrjax.plotting._style import _pyplot
 
     fig, axes = _pyplot().subplots(1, 3, figsize=(18.0, 4.6))
     result.choice.plot(axes=axes[:2])
