@@ -35,7 +35,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from clrjax._suggest import DEFAULT_METHOD, SUGGESTION_METHODS
+from clrjax import SUGGESTION_METHODS
+from clrjax._suggest import DEFAULT_METHOD
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -1,6 +1,7 @@
-"""Does :func:`clrjax.find_schedule` pay off? A training comparison on the offline demo datasets.
+"""The comparison's training: find_schedule on the race split, then every arm
+as lanes of one program (:func:`run_comparison`).
 
-Used by ``clrjax train-demo`` and ``examples/seed_claim.py``. The protocol:
+The protocol:
 
 1. :func:`clrjax.find_schedule` runs on the first 80% of the training split
    and scores its race by accuracy on the last 20% (the test split is never
@@ -47,72 +48,11 @@ from clrjax._engine.feeding import validation_batches
 from clrjax._loss_task import LossTask
 from clrjax._training import train_lanes
 from clrjax.demo import _data as _demo_data
+from clrjax.demo._comparison._statistics import epochs_to_reach
+from clrjax.demo._comparison._tasks import ARM_KINDS, TASKS, Arm, DemoTask, demo_problem
 
-ARM_KINDS = ("constant", "decay", "one_cycle")
 RACE_FRACTION = 0.8  # find_schedule trains on this part of the training split
 FIRST_SEED = 100  # the arms' seeds are FIRST_SEED, FIRST_SEED + 1, ...
-SE_RULE = 2.0  # a paired difference is real when its mean exceeds this many standard errors
-
-
-class DemoTask(NamedTuple):
-    """A model and training budget on one of the demo datasets.
-
-    Attributes:
-      name: the task's name (a key of :data:`TASKS`).
-      dataset: one of :data:`clrjax.demo.DATASETS`.
-      hidden: hidden layer widths of the ReLU MLP.
-      batch_size: examples per step.
-      epochs: epochs of the whole training split (the budget).
-      hand_picked: ``(kind, learning rate)`` arms trained beside the others.
-    """
-
-    name: str
-    dataset: str
-    hidden: tuple[int, ...]
-    batch_size: int
-    epochs: int
-    hand_picked: tuple[tuple[str, float], ...] = ()
-
-
-TASKS = {
-    "digits": DemoTask("digits", "digits", (64,), 32, 30, (("decay", 0.1),)),
-    # The issue's task; the hand-picked grid surrounds the best cells of a wider one.
-    "mnist1d": DemoTask(
-        "mnist1d",
-        "mnist1d",
-        (256, 256),
-        128,
-        60,
-        (
-            ("constant", 0.1),
-            ("decay", 0.2),
-            ("decay", 0.3),
-            ("decay", 0.4),
-            ("one_cycle", 0.2),
-            ("one_cycle", 0.4),
-        ),
-    ),
-    # Held out: nothing in find_schedule was tuned on it.
-    "mnist1d_w128": DemoTask(
-        "mnist1d_w128", "mnist1d", (128, 128), 64, 40, (("decay", 0.1), ("one_cycle", 0.2))
-    ),
-}
-
-
-class Arm(NamedTuple):
-    """One training configuration.
-
-    Attributes:
-      name: e.g. ``"baseline"``, ``"minimum + decay"``, ``"hand-picked decay 0.3"``.
-      kind: one of :data:`ARM_KINDS`.
-      lr: the constant, initial (decay) or peak (one-cycle) learning rate.
-      source: ``"baseline"``, ``"suggestion"``, ``"find_schedule"`` or ``"hand-picked"``.
-    """
-
-    name: str
-    kind: str
-    lr: float
-    source: str
 
 
 class FindScheduleFailed(RuntimeError):
@@ -125,15 +65,6 @@ def nesterov_sgd(learning_rate: Any, momentum: Any = 0.9) -> optax.GradientTrans
     ``momentum`` has a numeric default, so find_schedule's one-cycle cycles it.
     """
     return optax.sgd(learning_rate, momentum=momentum, nesterov=True)
-
-
-def demo_problem(
-    dataset: str, hidden: Sequence[int], data_seed: int = 0
-) -> tuple[_demo_data.Dataset, Callable[[jax.Array], Any], tuple[int, ...]]:
-    """The dataset, ``init_fn(key) -> MLP params`` and the MLP's layer widths."""
-    data = _demo_data.load_dataset(dataset, seed=data_seed)
-    sizes = (data.x_train.shape[1], *hidden, data.num_classes)
-    return data, functools.partial(_demo_data.init_mlp, sizes=sizes), sizes
 
 
 def race_split(data: _demo_data.Dataset) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -389,149 +320,6 @@ class ComparisonResult:
         return max(picked, key=lambda i: self.final[i].mean())
 
 
-def epochs_to_reach(acc: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """First 1-based epoch at which ``acc[..., epoch] >= target``, or -1 for never.
-
-    Args:
-      acc: accuracies with epochs on the last axis.
-      target: thresholds broadcastable against ``acc[..., 0]``.
-
-    Returns:
-      Integer array of shape ``acc.shape[:-1]``.
-
-    Examples:
-      >>> acc = np.array([[0.5, 0.8, 0.9], [0.1, 0.2, 0.3]])
-      >>> print(epochs_to_reach(acc, np.array([0.8, 0.8])).tolist())
-      [2, -1]
-    """
-    acc = np.asarray(acc)
-    reached = acc >= np.asarray(target)[..., None]
-    return np.where(reached.any(axis=-1), reached.argmax(axis=-1) + 1, -1)
-
-
-def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean and standard error of the per-seed differences ``a - b``.
-
-    Examples:
-      >>> print(paired(np.array([3.0, 4.0, 5.0]), np.array([1.0, 1.0, 1.0])))
-      (3.0, 0.5773502691896258)
-    """
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-    return float(np.mean(d)), se
-
-
-def holds(mean: float, se: float) -> bool | None:
-    """True / False when ``mean`` is above / below ``SE_RULE`` standard errors, else None.
-
-    Examples:
-      >>> print(holds(1.0, 0.2), holds(-1.0, 0.2), holds(0.3, 0.2), holds(1.0, float("nan")))
-      True False None None
-    """
-    if not np.isfinite(se):
-        return None
-    if mean > SE_RULE * se:
-        return True
-    if mean < -SE_RULE * se:
-        return False
-    return None
-
-
-def outcome(mean: float, se: float, better: str = "better", worse: str = "worse") -> str:
-    """``better``, ``worse`` or ``"no clear difference"``: a paired difference by :func:`holds`."""
-    return {True: better, False: worse, None: "no clear difference"}[holds(mean, se)]
-
-
-def schedule_text(arm: Arm) -> str:
-    """E.g. ``"one-cycle, peak 0.38"`` or ``"0.3, x0.97 per epoch"``."""
-    if arm.kind == "one_cycle":
-        return f"one-cycle, peak {arm.lr:.3g}"
-    if arm.kind == "decay":
-        return f"{arm.lr:.3g}, decayed per epoch"
-    return f"{arm.lr:.3g}, constant"
-
-
-def verdict(result: ComparisonResult) -> str:
-    """One line: does find_schedule's schedule end above the baseline (paired over seeds)?
-
-    Examples:
-      >>> import types
-      >>> arms = (Arm("baseline", "constant", 0.01, "baseline"),
-      ...         Arm("find_schedule", "decay", 0.3, "find_schedule"))
-      >>> fake = types.SimpleNamespace(arms=arms, final=np.array([[60.0, 61, 62], [72, 71, 73]]),
-      ...                              arm_names=("baseline", "find_schedule"))
-      >>> print(verdict(fake))  # doctest: +NORMALIZE_WHITESPACE
-      verdict: find_schedule (0.3, decayed per epoch) ends at 72.0% vs the baseline's 61.0%
-      (constant 0.01): +11.00 ± 0.58 points over 3 seeds (paired): better.
-    """
-    final = result.final
-    base, found = 0, result.arm_names.index("find_schedule")
-    mean, se = paired(final[found], final[base])
-    return (
-        f"verdict: find_schedule ({schedule_text(result.arms[found])}) ends at "
-        f"{final[found].mean():.1f}% vs the baseline's {final[base].mean():.1f}% "
-        f"(constant {result.arms[base].lr:g}): {mean:+.2f} ± {se:.2f} points over "
-        f"{final.shape[1]} seeds (paired): {outcome(mean, se)}."
-    )
-
-
-def _mean_std(values: np.ndarray, digits: int = 1) -> str:
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
-
-
-def format_table(result: ComparisonResult) -> str:
-    """A Markdown table: per arm its schedule, final accuracy, the gain over the baseline, speed.
-
-    Accuracies are mean ± std over seeds; the gain is paired over seeds (mean ±
-    standard error, and its verdict by :func:`holds`); *epochs to the
-    baseline's final accuracy* counts, per seed, the first epoch reaching the
-    baseline's final accuracy with that seed (mean ± std over the seeds that
-    reach it).
-    """
-    final = result.final
-    seeds = final.shape[1]
-    reached = result.epochs_to_target
-    lines = [
-        "| arm | schedule | final test acc. (%) | vs baseline (points, paired) | "
-        "epochs to baseline's final acc. | best epoch acc. (%) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for i, arm in enumerate(result.arms):
-        hit = reached[i][reached[i] > 0]
-        speed = (_mean_std(hit) if hit.size else "-") + (
-            f" (never on {seeds - hit.size}/{seeds})" if hit.size < seeds else ""
-        )
-        gain = (
-            "-"
-            if i == 0
-            else "{:+.2f} ± {:.2f} ({})".format(
-                *paired(final[i], final[0]), outcome(*paired(final[i], final[0]), "higher", "lower")
-            )
-        )
-        broke = int(result.diverged[i].sum())
-        note = f" ({broke}/{seeds} diverged, counted as 0)" if broke else ""
-        lines.append(
-            f"| {arm.name} | {schedule_text(arm)} | {_mean_std(final[i])}{note} | {gain} | "
-            f"{speed} | {_mean_std(result.test_acc[i].max(axis=-1) * 100.0)} |"
-        )
-    return "\n".join(lines)
-
-
-def format_race(choice: clrjax.ScheduleChoice) -> str:
-    """A Markdown table of find_schedule's race: each candidate's mean score per rung."""
-    table = choice.candidate_scores()
-    header = " | ".join(f"rung {j + 1}: {r.num_steps} steps" for j, r in enumerate(choice.rungs))
-    lines = [
-        f"| candidate | nearest suggestions | {header} |",
-        "|---|---|" + "---|" * len(choice.rungs),
-    ]
-    for i, cand in enumerate(choice.candidates):
-        cells = " | ".join("-" if np.isnan(v) else f"{100.0 * v:.1f}" for v in table[i])
-        name = f"**{cand.label()}** (winner)" if i == choice.winner else cand.label()
-        lines.append(f"| {name} | {cand.source or '-'} | {cells} |")
-    return "\n".join(lines)
-
-
 def run_comparison(
     task: str = "digits",
     *,
@@ -692,75 +480,3 @@ def run_comparison(
         winner_cpu_seconds=winner.cpu_seconds,
         train_seconds=rest.seconds,
     )
-
-
-def default_plot_arms(result: ComparisonResult) -> list[str]:
-    """The arms :func:`plot_results` draws by default: all but the hand-picked, and their best."""
-    names = [arm.name for arm in result.arms if arm.source != "hand-picked"]
-    best = result.best_hand_picked()
-    return names + ([result.arms[best].name] if best is not None else [])
-
-
-def plot_results(
-    result: ComparisonResult, arms: Sequence[str] | None = None, ax: Any = None
-) -> Any:
-    """Plots test accuracy against epoch per arm (mean over seeds, ± std band).
-
-    Args:
-      result: a :class:`ComparisonResult`.
-      arms: names of the arms to draw (default :func:`default_plot_arms`).
-      ax: matplotlib ``Axes`` to draw on (a new figure when None).
-
-    Returns:
-      The matplotlib ``Axes``.
-    """
-    from matplotlib.ticker import MaxNLocator
-
-    from clrjax.plotting._style import _pyplot
-
-    names = result.arm_names
-    arms = default_plot_arms(result) if arms is None else list(arms)
-    unknown = [name for name in arms if name not in names]
-    if unknown:
-        raise ValueError(f"arms must be names from {names}; got {unknown}")
-    if ax is None:
-        _, ax = _pyplot().subplots(figsize=(6.4, 4.0))
-    epochs = np.arange(1, result.test_acc.shape[-1] + 1)
-    shown = [names.index(name) for name in arms]
-    for i in shown:
-        acc = result.test_acc[i] * 100.0
-        mean, std = acc.mean(axis=0), acc.std(axis=0)
-        (line,) = ax.plot(
-            epochs,
-            mean,
-            label=f"{names[i]}: {schedule_text(result.arms[i])}",
-            linewidth=2.0 if names[i] == "find_schedule" else 1.2,
-        )
-        ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.axhline(
-        result.target.mean() * 100.0, color="grey", linestyle=":", label="baseline final (mean)"
-    )
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("test accuracy (%)")
-    seeds = result.test_acc.shape[1]
-    ax.set_title(f"{result.task.name}: SGD + Nesterov, {seeds} seeds (mean ± std)")
-    later = result.test_acc[shown][:, :, len(epochs) // 4 :] * 100.0
-    low = min(np.percentile(later, 5), result.target.mean() * 100.0)
-    ax.set_ylim(max(0.0, low - 2.0), min(100.0, later.max() + 1.0))
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small")
-    ax.grid(alpha=0.3)
-    return ax
-
-
-def comparison_figure(result: ComparisonResult) -> Any:
-    """find_schedule's plot (range test and candidates, the race) beside the accuracy curves."""
-    from clrjax.plotting._style import _pyplot
-
-    fig, axes = _pyplot().subplots(1, 3, figsize=(18.0, 4.6))
-    result.choice.plot(axes=axes[:2])
-    axes[0].set_title(f"{result.task.name}: find_schedule's range test and candidates")
-    axes[1].set_title(f"the race: {result.choice.score}, mean per rung")
-    plot_results(result, ax=axes[2])
-    fig.tight_layout()
-    return fig
