@@ -1,10 +1,11 @@
-# Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite).
+# Two commands a newcomer needs: `make demo` (the main job) and `make test` (the suite);
+# `make docs` builds the documentation site into docs/_build/html.
 # Each creates its own virtual environment in .venv when it is missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test docs lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,examples]"
 	touch $@
 
+$(VENV)/.docs: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $@
+
 demo: $(VENV)/.examples
 	$(BIN)/clrjax demo
 
@@ -25,6 +30,10 @@ test: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 -q
+
+docs: $(VENV)/.docs
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
@@ -39,4 +48,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_range_test.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build docs/api

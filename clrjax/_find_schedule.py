@@ -129,7 +129,7 @@ def find_schedule(
         runs are scored after each); default ``len(data) // batch_size``.
       decay_rate: the ``"decay"`` factor per epoch (the seed recipe's 0.97).
       init_fn: ``init_fn(key) -> params``: every seed draws its own parameters.
-      key: a PRNG key or an int seed (default 0).
+      key: a PRNG key or an int seed (``None``: seed 0).
       range_test_steps: steps of the range test.
       start_lr: the range test's first learning rate.
       end_lr: the range test's last learning rate.
@@ -289,7 +289,7 @@ def find_schedule_step(
       steps_per_epoch: steps of one epoch (default ``len(data) // batch_size``).
       decay_rate: the ``"decay"`` factor per epoch.
       init_fn: ``init_fn(key) -> train_state``: every seed draws its own state.
-      key: a PRNG key or an int seed (default 0).
+      key: a PRNG key or an int seed (``None``: seed 0).
       range_test_steps: steps of the range test.
       start_lr: the range test's first learning rate.
       end_lr: the range test's last learning rate.

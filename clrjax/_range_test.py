@@ -155,7 +155,7 @@ def range_test(
         ``"seed"``. A lane's key is ``fold_in(key, seed)``; it feeds ``init_fn``,
         the key passed to ``loss_fn``, and (``shuffle="per_seed"``) the data order.
       init_fn: ``init_fn(lane_key) -> params``, replacing ``params``.
-      key: a PRNG key or an int seed (default 0) for the data order and lane keys.
+      key: a PRNG key or an int seed (``None``: seed 0) for the data order and lane keys.
       has_aux: ``loss_fn`` returns an auxiliary output (ignored).
       takes_rng: ``loss_fn`` takes a PRNG key last (dropout etc.).
       state: initial mutable model state (see the protocol).

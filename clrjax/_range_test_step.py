@@ -86,7 +86,7 @@ def range_test_step(
         the cartesian product in row-major order of the dict.
       seeds: integer seeds in ``[0, 2**32)``, the last grid axis ``"seed"``.
       init_fn: ``init_fn(lane_key) -> train_state``, replacing ``train_state``.
-      key: a PRNG key or an int seed (default 0).
+      key: a PRNG key or an int seed (``None``: seed 0).
       takes_rng: pass a PRNG key to ``train_step`` as its last argument.
       loss_key: the entry of mapping metrics that holds the loss.
       shuffle: ``True``, ``False`` or ``"per_seed"`` (as in ``range_test``).

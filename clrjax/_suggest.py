@@ -127,6 +127,7 @@ _METHODS: dict[str, _Method] = {
     "steepest": _Method(_steepest, lambda num_steps: 10),
 }
 
+#: The names :func:`clrjax.suggest` accepts as ``method`` (docs/suggestions.md describes each).
 SUGGESTION_METHODS: tuple[str, ...] = tuple(_METHODS)
 # The default: fastai's "minimum" (a tenth of the LR of the lowest loss) paid off on
 # every task measured, "valley" (fastai's default) did not (docs/suggestions.md).
