@@ -46,16 +46,16 @@ def rung_host_bytes(num_steps: int, num_lanes: int, num_orders: int, batch_size:
     """Host bytes of the per-step arrays of a race rung (what grows with its steps).
 
     Per step: the batch indices of every data order (int64 permutations and
-    their int32 copy), each lane's learning rate and momentum (a float32 value
-    computed on the device and its host copy, each), each lane's loss, smoothed
-    loss and divergence flag (on the device and their host copies), and the
-    step's flags.
+    their int32 copy), each lane's learning rate and momentum (float32: computed
+    on the device, copied to the host, and the engine's copy, each), each lane's
+    loss, smoothed loss and divergence flag (on the device and their host
+    copies), and the step's flags.
 
     Examples:
       >>> print(rung_host_bytes(1000, num_lanes=4, num_orders=2, batch_size=32))
-      920000
+      952000
     """
-    return num_steps * (16 + 12 * num_orders * batch_size + num_lanes * (2 * 8 + 2 * 9))
+    return num_steps * (16 + 12 * num_orders * batch_size + num_lanes * (2 * 12 + 2 * 9))
 
 
 def check_rung_memory(

@@ -182,7 +182,7 @@ def test_min_range_test_steps_is_what_the_minimum_pick_needs(num_steps):
 
 def test_a_rung_too_big_for_the_memory_is_refused_naming_total_steps(monkeypatch):
     need = _training.rung_host_bytes(1000, num_lanes=4, num_orders=2, batch_size=32)
-    assert need == 1000 * (16 + 12 * 2 * 32 + 4 * 34)
+    assert need == 1000 * (16 + 12 * 2 * 32 + 4 * 42)
     monkeypatch.setattr(_training, "host_memory_budget", lambda: float(need))
     _training.check_rung_memory(9000, 1000, 4, 2, 32)  # fits exactly
     with pytest.raises(MemoryError, match=r"total_steps=9000: a race rung of 4 lanes x 1001"):
