@@ -152,7 +152,10 @@ def find_schedule(
       The :class:`clrjax.ScheduleChoice`.
 
     Raises:
-      ValueError, TypeError: for invalid arguments, naming the argument.
+      ValueError, TypeError: for invalid arguments, naming the argument; also
+        for a race rung where no run has a finite score (``val_metric``, ``val_data``).
+      MemoryError: ``total_steps`` too long for a rung's per-step arrays.
+      FindScheduleInterrupted: Ctrl-C during the race, with what finished.
 
     Examples:
       >>> import jax, jax.numpy as jnp, clrjax
