@@ -19,7 +19,7 @@ from clrjax._pytorch_sgd import pytorch_sgd
 from clrjax._range_test import RangeTestInterrupted, range_test
 from clrjax._range_test_step import range_test_step
 from clrjax._result import BestLane, RangeTestResult
-from clrjax._schedule_choice import ScheduleChoice
+from clrjax._schedule_choice import FindScheduleInterrupted, ScheduleChoice
 from clrjax._suggest import SUGGESTION_METHODS, SuggestionSpread, suggest, suggest_spread
 from clrjax._warm_restarts import cosine_warm_restarts_schedule
 
@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SUGGESTION_METHODS",
     "BestLane",
+    "FindScheduleInterrupted",
     "RangeTestInterrupted",
     "RangeTestResult",
     "ScheduleChoice",

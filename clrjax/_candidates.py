@@ -32,6 +32,10 @@ from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 
 KINDS = ("one_cycle", "decay")
 MOMENTUM_NAMES = ("momentum", "b1")  # the optimizer argument one-cycle cycles
+# The fewest range-test steps that can propose a peak: peak_bracket needs the
+# "minimum" pick, which reads steps [n // 10, n - 5) (fastai's trimming, see
+# clrjax.suggest) and needs at least 2 of them: n - n // 10 - 5 >= 2 from n = 7.
+MIN_RANGE_TEST_STEPS = 7
 
 
 class Candidate(NamedTuple):

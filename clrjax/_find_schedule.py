@@ -7,6 +7,7 @@ with AdamW and a held-out MLP (``docs/find_schedule.md``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from clrjax import _engine, _grid, _injected
 from clrjax import _numerics as num
 from clrjax._candidates import (
     KINDS,
+    MIN_RANGE_TEST_STEPS,
     MOMENTUM_NAMES,
     Candidate,
     momentum_default,
@@ -33,10 +35,10 @@ from clrjax._race import successive_halving, winner
 from clrjax._range_test import range_test
 from clrjax._range_test_step import range_test_step
 from clrjax._result import RangeTestResult
-from clrjax._schedule_choice import ScheduleChoice
+from clrjax._schedule_choice import FindScheduleInterrupted, ScheduleChoice
 from clrjax._step_task import StepTask
 from clrjax._suggest import SUGGESTION_METHODS
-from clrjax._training import train_lanes
+from clrjax._training import check_rung_memory, train_lanes
 
 RANGE_TEST_SEEDS = 5  # range-test lanes per grid point (suggestions: their log-median)
 PEAK_RATIO = 2.5  # the largest ratio between neighbouring candidate peaks
@@ -150,7 +152,10 @@ def find_schedule(
       The :class:`clrjax.ScheduleChoice`.
 
     Raises:
-      ValueError, TypeError: for invalid arguments, naming the argument.
+      ValueError, TypeError: for invalid arguments, naming the argument; also
+        for a race rung where no run has a finite score (``val_metric``, ``val_data``).
+      MemoryError: ``total_steps`` too long for a rung's per-step arrays.
+      FindScheduleInterrupted: Ctrl-C during the race, with what finished.
 
     Examples:
       >>> import jax, jax.numpy as jnp, clrjax
@@ -427,7 +432,7 @@ def _find(
     """The options both entry points share: validate, range test, race."""
     num.check_count("total_steps", total_steps, minimum=2)
     num.check_count("batch_size", batch_size)
-    num.check_count("range_test_steps", range_test_steps, minimum=2)
+    num.check_count("range_test_steps", range_test_steps, minimum=MIN_RANGE_TEST_STEPS)
     if val_batch_size is not None:
         num.check_count("val_batch_size", val_batch_size)
     num.check_flag("progress", progress, allow_none=True)
@@ -440,6 +445,7 @@ def _find(
         raise ValueError("kinds must name at least one schedule kind")
     for kind in kinds:
         num.check_choice("kinds", kind, KINDS)
+    num.check_distinct("kinds", kinds)
     num.check_scalar("decay_rate", decay_rate)
     num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
     if is_batch_stream(data):
@@ -462,6 +468,9 @@ def _find(
         decay_rate=float(decay_rate),
         val=validation_batches(val_data, val_batch_size, like),
         progress=sys.stderr.isatty() if progress is None else bool(progress),
+    )
+    check_rung_memory(
+        total_steps, total_steps, RUNG_KEEP[-1] * RUNG_SEEDS[-1], RUNG_SEEDS[-1], batch_size
     )
     key = _grid.as_key(key)
     result = curve(
@@ -550,6 +559,7 @@ def _race(
         start_time = time.perf_counter()
         chosen = [candidates[i] for i in indices]
         runs = [c for c in chosen for _ in range(num_seeds)]
+        check_rung_memory(total, num_steps, len(runs), num_seeds, settings.batch_size)
         lrs, moms = schedule_arrays(
             runs,
             num_steps,
@@ -584,7 +594,8 @@ def _race(
         )
         return scores.reshape(len(chosen), num_seeds), trained.strategy, trusted
 
-    rungs = successive_halving(train, len(candidates), budgets, list(RUNG_KEEP), RUNG_SEEDS)
+    stop = functools.partial(FindScheduleInterrupted, curve, tuple(candidates))
+    rungs = successive_halving(train, len(candidates), budgets, list(RUNG_KEEP), RUNG_SEEDS, stop)
     best = candidates[winner(rungs)]
     settings.report(f"find_schedule: {len(candidates)} candidates, won by {best.label()}", begin)
     return ScheduleChoice(

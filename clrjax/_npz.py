@@ -19,6 +19,8 @@ def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> 
 
     Raises:
       ValueError: an array holds Python objects (they would need pickling).
+      OSError: the file cannot be written; the error names ``path``, never the
+        temporary file.
     """
     target = os.path.realpath(path)  # through a symlink, as open(path, "w") would
     temporary = f"{target}.{secrets.token_hex(4)}.tmp"
@@ -28,9 +30,11 @@ def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError) and error.errno is not None:
+            raise OSError(error.errno, error.strerror, os.fspath(path)) from None
         raise
 
 

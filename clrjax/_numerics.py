@@ -357,3 +357,19 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     if not isinstance(value, str) or value not in choices:
         options = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
+
+
+def check_distinct(name: str, values: Iterable[Any]) -> None:
+    """Raises ``ValueError`` naming ``name`` when a value repeats in ``values``.
+
+    Examples:
+      >>> check_distinct("kinds", ("decay", "decay"))
+      Traceback (most recent call last):
+      ValueError: kinds lists 'decay' more than once: ('decay', 'decay')
+    """
+    values = tuple(values)
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{name} lists {value!r} more than once: {values!r}")
+        seen.add(value)

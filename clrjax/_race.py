@@ -45,6 +45,32 @@ class Rung(NamedTuple):
         return scores.mean(axis=1)
 
 
+def unscored(rungs: Sequence[Rung]) -> np.ndarray:
+    """Sorted indices of the candidates with a run that had no finite score in some rung.
+
+    Examples:
+      >>> rung = Rung(10, np.array([0, 3]), np.array([[1.0, np.nan], [2.0, 3.0]]), 0.1, "vmap")
+      >>> print(unscored([rung]))
+      [0]
+    """
+    failed = [r.candidates[~np.isfinite(r.mean_scores)] for r in rungs]
+    return np.unique(np.concatenate([np.zeros(0, int), *failed]).astype(int))
+
+
+def check_scored(rung: Rung, position: int) -> None:
+    """Raises ``ValueError`` when no candidate of ``rung`` has a finite score.
+
+    Such a rung cannot rank its candidates: the winner would be an arbitrary
+    one (the first) with a score of ``-inf``.
+    """
+    if not np.isfinite(rung.mean_scores).any():
+        raise ValueError(
+            f"no run of race rung {position + 1} ({rung.num_steps} steps) has a finite score: "
+            "every validation score was NaN or Inf, or every run diverged; check val_metric "
+            "(or val_step's metrics) and val_data for NaN/Inf, and the loss"
+        )
+
+
 def survivors(rung: Rung, keep: int) -> np.ndarray:
     """The ``keep`` best candidates of ``rung`` (ties: the earlier candidate)."""
     order = np.argsort(-rung.mean_scores, kind="stable")
@@ -71,6 +97,7 @@ def successive_halving(
     budgets: Sequence[int],
     keep: Sequence[int],
     seeds: Sequence[int],
+    interrupted: Callable[[tuple[Rung, ...]], KeyboardInterrupt] | None = None,
 ) -> list[Rung]:
     """Races ``num_candidates`` candidates over rungs of growing budgets.
 
@@ -85,9 +112,16 @@ def successive_halving(
       keep: how many candidates enter each rung after the first (one entry
         per rung after the first; each at most the previous rung's size).
       seeds: seeds per run in each rung.
+      interrupted: ``interrupted(finished_rungs)`` builds the exception raised
+        in place of a ``KeyboardInterrupt`` (Ctrl-C) during a rung; ``None``:
+        the ``KeyboardInterrupt`` propagates as it is.
 
     Returns:
       The rungs run, in order (:func:`winner` reads the result).
+
+    Raises:
+      ValueError: a rung where no candidate has a finite score (see
+        :func:`check_scored`).
 
     Examples:
       >>> def train(cands, steps, num_seeds):  # candidate i scores i (more steps: no change)
@@ -104,11 +138,17 @@ def successive_halving(
         if i:
             candidates = survivors(rungs[-1], min(keep[i - 1], len(candidates)))
         begin = time.perf_counter()
-        scores, strategy, trusted = train(candidates, int(num_steps), int(num_seeds))
+        try:
+            scores, strategy, trusted = train(candidates, int(num_steps), int(num_seeds))
+        except KeyboardInterrupt:
+            if interrupted is None:
+                raise
+            raise interrupted(tuple(rungs)) from None
         seconds = time.perf_counter() - begin
         rungs.append(
             Rung(int(num_steps), candidates, np.asarray(scores, float), seconds, strategy, trusted)
         )
+        check_scored(rungs[-1], i)
         if not trusted:
             break
     return rungs

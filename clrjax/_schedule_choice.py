@@ -13,10 +13,46 @@ import optax
 from clrjax._candidates import KINDS, Candidate, kind_schedules
 from clrjax._npz import load_npz, save_npz
 from clrjax._optax_glue import scheduled
-from clrjax._race import Rung, deciding_rung, winner
+from clrjax._race import Rung, deciding_rung, unscored, winner
 from clrjax._result import RangeTestResult
 
 _RANGE_TEST_PREFIX = "range_test/"
+
+
+class FindScheduleInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`clrjax.find_schedule`'s race; what had finished is kept.
+
+    Raised when the race is interrupted (a Ctrl-C during the range test raises
+    :class:`clrjax.RangeTestInterrupted` with its partial curve instead). The
+    rung that was running is lost (it is answered when its compiled program
+    returns, or between two of its chunks).
+
+    Attributes:
+      range_test: the finished range test (:class:`~clrjax.RangeTestResult`).
+      candidates: every candidate of the race.
+      rungs: the rungs that finished, in order (possibly none).
+    """
+
+    def __init__(
+        self,
+        range_test: RangeTestResult,
+        candidates: tuple[Candidate, ...],
+        rungs: tuple[Rung, ...],
+    ):
+        super().__init__(
+            f"find_schedule interrupted after {len(rungs)} of its race's rungs; see .rungs, "
+            ".range_test and .leader"
+        )
+        self.range_test = range_test
+        self.candidates = tuple(candidates)
+        self.rungs = tuple(rungs)
+
+    @property
+    def leader(self) -> Candidate | None:
+        """The best candidate of the last finished trusted rung (``None``: no rung finished)."""
+        if not any(r.trusted for r in self.rungs):
+            return None
+        return self.candidates[winner(self.rungs)]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -94,6 +130,18 @@ class ScheduleChoice:
         return winner(self.rungs)
 
     @property
+    def unscored(self) -> tuple[int, ...]:
+        """Indices in :attr:`candidates` of those with a run that had no finite score.
+
+        A run scores NaN when its loss turned NaN/Inf (it diverged) or its
+        validation score was not finite; such a candidate never survives a
+        rung. :func:`clrjax.find_schedule` refuses a race where no candidate of
+        a rung has a finite score; some without one are reported here and in
+        the ``repr``.
+        """
+        return tuple(int(i) for i in unscored(self.rungs))
+
+    @property
     def decided_by(self) -> str:
         """Which rung decided, and why the race stopped early if it did."""
         rung = deciding_rung(self.rungs)
@@ -148,10 +196,12 @@ class ScheduleChoice:
     def __repr__(self) -> str:
         grid = "".join(f", {k}={v:g}" for k, v in self.hparams.items())
         best = deciding_rung(self.rungs).mean_scores.max()
+        failed = len(self.unscored)
+        note = f"; {failed} without a finite score (see .unscored)" if failed else ""
         return (
             f"ScheduleChoice({self.kind}, learning_rate={self.learning_rate:.3g}{grid}, "
             f"total_steps={self.total_steps}; {len(self.candidates)} candidates raced over "
-            f"{len(self.rungs)} rungs in {self.seconds:.1f} s; {self.score} {best:.4g})"
+            f"{len(self.rungs)} rungs in {self.seconds:.1f} s{note}; {self.score} {best:.4g})"
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -199,65 +249,107 @@ class ScheduleChoice:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ScheduleChoice:
-        """Loads a choice written by :meth:`save` (without its optimizer factory)."""
+        """Loads a choice written by :meth:`save` (without its optimizer factory).
+
+        Raises:
+          FileNotFoundError: no file at ``path``.
+          ValueError: the file is not one :meth:`save` wrote: not an ``.npz``
+            archive, entries missing, or entries that do not fit together
+            (shapes, a rung naming a candidate that is not there).
+        """
         e = load_npz(path, "ScheduleChoice.save")
         try:
-            names = [str(n) for n in e["candidate_grid_names"]]
-            candidates = tuple(
-                Candidate(
-                    str(kind),
-                    float(peak),
-                    {n: float(v) for n, v in zip(names, row, strict=True)},
-                    str(source),
-                )
-                for kind, peak, row, source in zip(
-                    e["candidate_kinds"],
-                    e["candidate_peaks"],
-                    e["candidate_grid"],
-                    e["candidate_sources"],
-                    strict=True,
-                )
-            )
-            rungs = tuple(
-                Rung(
-                    int(e[f"rung{j}/num_steps"]),
-                    e[f"rung{j}/candidates"],
-                    e[f"rung{j}/scores"],
-                    float(e[f"rung{j}/seconds"]),
-                    str(e[f"rung{j}/strategy"]),
-                    bool(e[f"rung{j}/trusted"]),
-                )
-                for j in range(int(e["num_rungs"]))
-            )
-            prefix = len(_RANGE_TEST_PREFIX)
-            range_test = RangeTestResult.from_arrays(
-                {k[prefix:]: v for k, v in e.items() if k.startswith(_RANGE_TEST_PREFIX)}
-            )
-            base = float(e["base_momentum"])
-            outside: dict[str, dict[str, float]] = {}
-            for row in map(str, e["outside"]):
-                point, method, lr = row.split("|")
-                outside.setdefault(point, {})[method] = float(lr)
-            return cls(
-                kind=str(e["kind"]),
-                learning_rate=float(e["learning_rate"]),
-                hparams=dict(
-                    zip(map(str, e["hparam_names"]), map(float, e["hparam_values"]), strict=True)
-                ),
-                total_steps=int(e["total_steps"]),
-                steps_per_epoch=float(e["steps_per_epoch"]),
-                decay_rate=float(e["decay_rate"]),
-                momentum_name=str(e["momentum_name"]) or None,
-                base_momentum=None if np.isnan(base) else base,
-                candidates=candidates,
-                rungs=rungs,
-                score=str(e["score"]),
-                range_test=range_test,
-                seconds=float(e["seconds"]),
-                outside=outside,
-            )
+            return cls._from_arrays(e)
         except KeyError as missing:
-            raise ValueError(
-                f"{os.fspath(path)!r} is not a ScheduleChoice.save file: {missing.args[0]!r} "
-                "is missing"
-            ) from None
+            why = f"{missing.args[0]!r} is missing"
+        except (ValueError, TypeError, IndexError) as error:
+            why = str(error)
+        raise ValueError(f"{os.fspath(path)!r} is not a ScheduleChoice.save file: {why}")
+
+    @classmethod
+    def _from_arrays(cls, e: Mapping[str, np.ndarray]) -> ScheduleChoice:
+        """The choice :meth:`save` wrote as ``e``; ``ValueError`` names what does not fit."""
+        names = [str(n) for n in _vector(e, "candidate_grid_names")]
+        kinds = _vector(e, "candidate_kinds")
+        n = len(kinds)
+        peaks, sources = _vector(e, "candidate_peaks", n), _vector(e, "candidate_sources", n)
+        grid = np.asarray(e["candidate_grid"], float)
+        if grid.shape != (n, len(names)):
+            raise ValueError(f"candidate_grid has shape {grid.shape}, not {(n, len(names))}")
+        for kind in map(str, kinds):
+            if kind not in KINDS:
+                raise ValueError(f"candidate kind {kind!r} is not one of {KINDS}")
+        candidates = tuple(
+            Candidate(
+                str(kind), float(peak), dict(zip(names, map(float, row), strict=True)), str(source)
+            )
+            for kind, peak, row, source in zip(kinds, peaks, grid, sources, strict=True)
+        )
+        num_rungs = int(e["num_rungs"])
+        if num_rungs < 1:
+            raise ValueError(f"num_rungs is {num_rungs}, not at least 1")
+        rungs = tuple(_rung(e, j, n) for j in range(num_rungs))
+        if not any(r.trusted for r in rungs):
+            raise ValueError("no rung is trusted")
+        prefix = len(_RANGE_TEST_PREFIX)
+        range_test = RangeTestResult.from_arrays(
+            {k[prefix:]: v for k, v in e.items() if k.startswith(_RANGE_TEST_PREFIX)}
+        )
+        base = float(e["base_momentum"])
+        outside: dict[str, dict[str, float]] = {}
+        for row in map(str, _vector(e, "outside")):
+            fields = row.split("|")
+            if len(fields) != 3:
+                raise ValueError(f"outside entry {row!r} is not 'point|method|lr'")
+            outside.setdefault(fields[0], {})[fields[1]] = float(fields[2])
+        hparam_names = _vector(e, "hparam_names")
+        hparam_values = _vector(e, "hparam_values", len(hparam_names))
+        return cls(
+            kind=str(e["kind"]),
+            learning_rate=float(e["learning_rate"]),
+            hparams=dict(zip(map(str, hparam_names), map(float, hparam_values), strict=True)),
+            total_steps=int(e["total_steps"]),
+            steps_per_epoch=float(e["steps_per_epoch"]),
+            decay_rate=float(e["decay_rate"]),
+            momentum_name=str(e["momentum_name"]) or None,
+            base_momentum=None if np.isnan(base) else base,
+            candidates=candidates,
+            rungs=rungs,
+            score=str(e["score"]),
+            range_test=range_test,
+            seconds=float(e["seconds"]),
+            outside=outside,
+        )
+
+
+def _vector(e: Mapping[str, np.ndarray], name: str, length: int | None = None) -> np.ndarray:
+    """The 1-D entry ``name`` of a saved choice, of ``length`` entries when given."""
+    value = np.asarray(e[name])
+    if value.ndim != 1 or (length is not None and len(value) != length):
+        want = "1-D" if length is None else f"({length},)"
+        raise ValueError(f"{name} has shape {value.shape}, not {want}")
+    return value
+
+
+def _rung(e: Mapping[str, np.ndarray], j: int, num_candidates: int) -> Rung:
+    """Rung ``j`` of a saved choice, its candidates checked against ``num_candidates``."""
+    candidates = _vector(e, f"rung{j}/candidates")
+    inside = candidates.dtype.kind in "iu" and np.all(
+        (0 <= candidates) & (candidates < num_candidates)
+    )
+    if not candidates.size or not inside:
+        raise ValueError(
+            f"rung{j}/candidates {candidates.tolist()} are not indices of the "
+            f"{num_candidates} candidates"
+        )
+    scores = np.asarray(e[f"rung{j}/scores"], float)
+    if scores.ndim != 2 or scores.shape[0] != len(candidates) or scores.shape[1] < 1:
+        raise ValueError(f"rung{j}/scores has shape {scores.shape}, not ({len(candidates)}, seeds)")
+    return Rung(
+        int(e[f"rung{j}/num_steps"]),
+        candidates,
+        scores,
+        float(e[f"rung{j}/seconds"]),
+        str(e[f"rung{j}/strategy"]),
+        bool(e[f"rung{j}/trusted"]),
+    )

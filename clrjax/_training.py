@@ -19,6 +19,7 @@ import numpy as np
 
 from clrjax import _engine
 from clrjax._engine.feeding import plan_batches
+from clrjax._engine.strategy import host_memory_budget
 
 
 class Trained(NamedTuple):
@@ -39,6 +40,43 @@ class Trained(NamedTuple):
     eval_steps: np.ndarray
     diverged_at: np.ndarray
     strategy: str
+
+
+def rung_host_bytes(num_steps: int, num_lanes: int, num_orders: int, batch_size: int) -> int:
+    """Host bytes of the per-step arrays of a race rung (what grows with its steps).
+
+    Per step: the batch indices of every data order (int64 permutations and
+    their int32 copy), each lane's learning rate and momentum (float32: computed
+    on the device, copied to the host, and the engine's copy, each), each lane's
+    loss, smoothed loss and divergence flag (on the device and their host
+    copies), and the step's flags.
+
+    Examples:
+      >>> print(rung_host_bytes(1000, num_lanes=4, num_orders=2, batch_size=32))
+      952000
+    """
+    return num_steps * (16 + 12 * num_orders * batch_size + num_lanes * (2 * 12 + 2 * 9))
+
+
+def check_rung_memory(
+    total_steps: int, num_steps: int, num_lanes: int, num_orders: int, batch_size: int
+) -> None:
+    """Raises ``MemoryError`` naming ``total_steps`` when a rung would not fit in half the RAM.
+
+    Called before anything of the rung is allocated (:func:`rung_host_bytes`
+    counts what would be), like the range test's own check.
+    """
+    need, budget = (
+        rung_host_bytes(num_steps, num_lanes, num_orders, batch_size),
+        host_memory_budget(),
+    )
+    if need > budget:
+        raise MemoryError(
+            f"total_steps={total_steps}: a race rung of {num_lanes} lanes x {num_steps} steps "
+            f"of {batch_size} examples needs about {need / 2**30:.1f} GiB of host memory for its "
+            "per-step arrays (batch indices, schedules, each lane's losses), more than half the "
+            f"available RAM ({budget / 2**30:.1f} GiB); lower total_steps or batch_size"
+        )
 
 
 def train_lanes(

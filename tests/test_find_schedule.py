@@ -1,6 +1,8 @@
 """Tests for clrjax.find_schedule and its result, clrjax.ScheduleChoice."""
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ import optax
 import pytest
 
 import clrjax
-from clrjax import _find_schedule
+from clrjax import _candidates, _find_schedule, _race, _training
 
 RNG = np.random.default_rng(0)
 CENTRES = RNG.normal(size=(3, 8)) * 1.5
@@ -156,6 +158,8 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
         (dict(grid={"momentum_typo": [0.9]}), ValueError, "momentum_typo"),
         (dict(grid={"momentum": [0.9, 0.95]}), ValueError, "one-cycle cycles"),
         (dict(data=[TRAIN]), TypeError, "data"),
+        (dict(kinds=("decay", "decay")), ValueError, "kinds lists 'decay' more than once"),
+        (dict(range_test_steps=5), ValueError, "range_test_steps"),
     ],
 )
 def test_bad_input(kwargs, error, match):
@@ -246,3 +250,116 @@ def test_model_state_is_threaded_through_the_race():
         **kw,
     )
     assert np.nanmax(choice.candidate_scores()) > 0.5
+
+
+PARAMS = init_fn(jax.random.key(0))
+QUICK = dict(total_steps=18, batch_size=32, range_test_steps=10, start_lr=1e-4)
+
+
+@pytest.mark.parametrize("case", ["nan_metric", "nan_val_data"])
+def test_a_race_that_nothing_scored_is_refused(case):
+    # Regression: candidate 0 won with a score of -inf, without an error or a warning.
+    if case == "nan_metric":
+        kw = dict(val_data=VAL, val_metric=lambda params, batch: jnp.float32(jnp.nan))
+    else:
+        kw = dict(val_data=(np.full_like(VAL[0], np.nan), VAL[1]))
+    with pytest.raises(ValueError, match=r"no run of race rung 1 .*val_metric.*val_data"):
+        clrjax.find_schedule(loss_fn, PARAMS, TRAIN, kinds="decay", **kw, **QUICK)
+
+
+def test_candidates_without_a_score_are_reported_saved_and_loaded(choice, tmp_path):
+    assert choice.unscored == () and "without a finite score" not in repr(choice)
+    first = choice.rungs[0]
+    scores = first.scores.copy()
+    scores[1] = np.nan  # candidate first.candidates[1] diverged
+    failed = choice.rungs[0]._replace(scores=scores)
+    changed = dataclasses.replace(choice, rungs=(failed, *choice.rungs[1:]))
+    assert changed.unscored == (int(first.candidates[1]),)
+    assert "1 without a finite score (see .unscored)" in repr(changed)
+    changed.save(tmp_path / "c.npz")
+    assert clrjax.ScheduleChoice.load(tmp_path / "c.npz").unscored == changed.unscored
+
+
+def test_a_total_steps_too_big_for_the_memory_is_refused_before_anything_runs(monkeypatch):
+    # Regression: total_steps=10**9 passed validation, then filled the machine's memory.
+    def nothing_may_run(*args, **kwargs):
+        raise AssertionError("the range test ran")
+
+    monkeypatch.setattr(clrjax._engine, "run", nothing_may_run)
+    monkeypatch.setattr(_training, "host_memory_budget", lambda: 2.0**30)
+    with pytest.raises(MemoryError, match=r"total_steps=1000000000: .* GiB of host memory"):
+        clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, **dict(QUICK, total_steps=10**9))
+
+
+def test_every_rung_checks_its_memory_before_building_its_arrays(monkeypatch):
+    budgets = iter([math.inf, 1.0])  # the check before the range test passes, rung 1's fails
+    monkeypatch.setattr(_training, "host_memory_budget", lambda: next(budgets))
+
+    def never(*args, **kwargs):
+        raise AssertionError("rung 1 was built")
+
+    monkeypatch.setattr(_find_schedule, "schedule_arrays", never)
+    with pytest.raises(MemoryError, match=r"total_steps=18: a race rung of \d+ lanes x 2 steps"):
+        clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, **QUICK)
+
+
+def test_range_test_steps_must_give_a_suggestion():
+    # Regression: 5 passed validation, then failed with "gave no suggestion".
+    minimum = _candidates.MIN_RANGE_TEST_STEPS
+    with pytest.raises(ValueError, match=f"range_test_steps must be >= {minimum}, got 5"):
+        clrjax.find_schedule(
+            loss_fn, PARAMS, TRAIN, val_data=VAL, **dict(QUICK, range_test_steps=5)
+        )
+    choice = clrjax.find_schedule(
+        loss_fn, PARAMS, TRAIN, val_data=VAL, kinds="decay", **dict(QUICK, range_test_steps=minimum)
+    )
+    assert choice.range_test.num_steps == minimum
+
+
+def test_ctrl_c_in_the_race_keeps_the_range_test_and_the_finished_rungs(monkeypatch):
+    calls = []
+
+    def interrupted_second_rung(*args, **kwargs):
+        calls.append(kwargs["num_steps"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _find_schedule.train_lanes.__wrapped__(*args, **kwargs)
+
+    interrupted_second_rung.__wrapped__ = _find_schedule.train_lanes
+    monkeypatch.setattr(_find_schedule, "train_lanes", interrupted_second_rung)
+    with pytest.raises(clrjax.FindScheduleInterrupted) as info:
+        clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK)
+    stop = info.value
+    assert isinstance(stop, KeyboardInterrupt) and calls == [2, 6]
+    assert isinstance(stop.range_test, clrjax.RangeTestResult) and stop.range_test.num_lanes == 5
+    assert [r.num_steps for r in stop.rungs] == [2]
+    assert len(stop.rungs[0].candidates) == len(stop.candidates)
+    assert stop.leader == stop.candidates[_race.winner(stop.rungs)]
+    assert "after 1 of its race's rungs" in str(stop)
+    assert clrjax.FindScheduleInterrupted in (getattr(clrjax, n) for n in clrjax.__all__)
+
+
+def test_train_step_side_effects_run_at_trace_time_only():
+    # docs/range_test.md: a range test traces each step twice (measure, compile), never per step.
+    traces = {"train": 0, "val": 0}
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+
+    def train_step(state, batch):
+        traces["train"] += 1
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
+
+    def val_step(state, batch):
+        traces["val"] += 1
+        return {"loss": loss_fn(state["params"], batch)}
+
+    state = {"params": PARAMS, "opt": tx.init(PARAMS)}
+    clrjax.range_test_step(
+        train_step, state, TRAIN, batch_size=32, num_steps=20, val_data=VAL, val_step=val_step
+    )
+    assert traces == {"train": 2, "val": 2}
+    clrjax.range_test_step(
+        train_step, state, TRAIN, batch_size=32, num_steps=20, val_data=VAL, val_step=val_step
+    )
+    assert traces == {"train": 2, "val": 2}  # the same call again: nothing traced

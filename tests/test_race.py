@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import clrjax
-from clrjax import _candidates, _race
+from clrjax import _candidates, _race, _training
 
 
 def test_successive_halving_keeps_the_best_and_reruns_them_longer():
@@ -115,3 +115,75 @@ def test_schedule_arrays_are_traceable_per_lane():
         )[0](10)
     )
     assert float(traced(0.1)) == pytest.approx(float(lrs[10, 0]), rel=1e-6)
+
+
+def test_a_rung_without_any_finite_score_is_refused():
+    # Regression: the race went on, and candidate 0 won with a score of -inf.
+    def nan_everywhere(cands, steps, seeds):
+        return np.full((len(cands), seeds), np.nan), "vmap/scan", True
+
+    with pytest.raises(ValueError, match=r"rung 1 \(10 steps\).*val_metric.*val_data"):
+        _race.successive_halving(nan_everywhere, 4, [10, 30], [2], [1, 1])
+
+    def nan_when_long(cands, steps, seeds):  # the longer rung fails, untrusted or not
+        scores = np.full((len(cands), seeds), np.nan if steps > 10 else 1.0)
+        return scores, "vmap/scan", steps <= 10
+
+    with pytest.raises(ValueError, match=r"rung 2 \(30 steps\)"):
+        _race.successive_halving(nan_when_long, 4, [10, 30], [2], [1, 1])
+
+
+def test_unscored_lists_the_candidates_with_a_failed_run():
+    def train(cands, steps, seeds):
+        scores = np.ones((len(cands), seeds)) * cands[:, None]
+        scores[cands == 1] = np.inf  # an Inf score is no score either
+        if seeds > 1:
+            scores[cands == 3, -1] = np.nan  # one failed seed is enough
+        return scores, "vmap/scan", True
+
+    rungs = _race.successive_halving(train, 5, [5, 10], [3], [1, 2])
+    assert rungs[1].candidates.tolist() == [2, 3, 4]
+    assert _race.unscored(rungs).tolist() == [1, 3]
+    assert _race.winner(rungs) == 4
+
+
+def test_ctrl_c_in_a_rung_gives_the_finished_rungs():
+    def train(cands, steps, seeds):
+        if steps > 10:
+            raise KeyboardInterrupt
+        return np.tile(cands[:, None].astype(float), (1, seeds)), "vmap/scan", True
+
+    class Stopped(KeyboardInterrupt):
+        def __init__(self, rungs):
+            self.rungs = rungs
+
+    with pytest.raises(Stopped) as info:
+        _race.successive_halving(train, 4, [10, 30], [2], [1, 1], Stopped)
+    assert [r.num_steps for r in info.value.rungs] == [10]
+    with pytest.raises(KeyboardInterrupt) as plain:  # without a callback: as it was
+        _race.successive_halving(train, 4, [10, 30], [2], [1, 1])
+    assert type(plain.value) is KeyboardInterrupt
+
+
+@pytest.mark.parametrize("num_steps", [_candidates.MIN_RANGE_TEST_STEPS, 9, 10, 20])
+def test_min_range_test_steps_is_what_the_minimum_pick_needs(num_steps):
+    lrs = np.geomspace(1e-4, 1.0, num_steps)
+    losses = 1 + (np.log10(lrs) + 2) ** 2
+    assert np.isfinite(clrjax.suggest(lrs, losses, "minimum"))
+    short = np.geomspace(1e-4, 1.0, _candidates.MIN_RANGE_TEST_STEPS - 1)
+    assert np.isnan(clrjax.suggest(short, 1 + (np.log10(short) + 2) ** 2, "minimum"))
+    bracket = _candidates.peak_bracket(
+        {m: clrjax.suggest(lrs, losses, m) for m in clrjax.SUGGESTION_METHODS},
+        ratio=2.5,
+        upper=2.0,
+    )
+    assert bracket.peaks
+
+
+def test_a_rung_too_big_for_the_memory_is_refused_naming_total_steps(monkeypatch):
+    need = _training.rung_host_bytes(1000, num_lanes=4, num_orders=2, batch_size=32)
+    assert need == 1000 * (16 + 12 * 2 * 32 + 4 * 42)
+    monkeypatch.setattr(_training, "host_memory_budget", lambda: float(need))
+    _training.check_rung_memory(9000, 1000, 4, 2, 32)  # fits exactly
+    with pytest.raises(MemoryError, match=r"total_steps=9000: a race rung of 4 lanes x 1001"):
+        _training.check_rung_memory(9000, 1001, 4, 2, 32)

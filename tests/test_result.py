@@ -84,6 +84,17 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["result.npz"]
 
 
+@pytest.mark.parametrize("where", ["missing folder", "a folder"])
+def test_a_failed_save_names_the_path_given_not_the_temporary_file(tmp_path, where):
+    # Regression: the error named "<path>.<hex>.tmp", a file the user never asked for.
+    path = tmp_path / "absent" / "result.npz" if where == "missing folder" else tmp_path
+    with pytest.raises(OSError) as info:
+        make_result().save(path)
+    assert info.value.filename == str(path) and ".tmp" not in str(info.value)
+    assert isinstance(info.value, FileNotFoundError if where == "missing folder" else OSError)
+    assert os.listdir(tmp_path) == []  # nothing left behind
+
+
 def test_save_refuses_object_arrays_and_keeps_the_previous_file(tmp_path):
     path = tmp_path / "result.npz"
     first = make_result()
