@@ -202,7 +202,7 @@ def test_train_demo_bad_values_exit_2(capsys):
     err = capsys.readouterr().err
     assert err.startswith("clrjax train-demo: error: batch_size must be at most 270")
     assert _cli.main(["train-demo", "--range-test-steps", "1", "--no-plot"]) == 2
-    assert "range_test_steps must be an int >= 2; got 1" in capsys.readouterr().err
+    assert "range_test_steps must be an int >= 7; got 1" in capsys.readouterr().err
 
 
 def test_train_demo_without_a_schedule_exits_1(capsys, monkeypatch):
@@ -212,12 +212,12 @@ def test_train_demo_without_a_schedule_exits_1(capsys, monkeypatch):
         raise ValueError("the range test gave no suggestion on any lane")
 
     monkeypatch.setattr(clrjax, "find_schedule", no_suggestion)
-    argv = ["train-demo", "--range-test-steps", "5", "--epochs", "1", "--seeds", "1", "--no-plot"]
+    argv = ["train-demo", "--range-test-steps", "7", "--epochs", "1", "--seeds", "1", "--no-plot"]
     assert _cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err == (
         "clrjax train-demo: error: find_schedule failed: the range test gave no suggestion "
-        "on any lane; try more --range-test-steps (now 5)\n"
+        "on any lane; try more --range-test-steps (now 7)\n"
     )
 
 

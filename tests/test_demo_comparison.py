@@ -217,7 +217,7 @@ def test_format_table_with_synthetic_numbers():
         ({"seeds": 2.5}, "seeds"),
         ({"seeds": True}, "seeds"),
         ({"epochs": 0}, "epochs must be an int >= 1; got 0"),
-        ({"range_test_steps": 1}, "range_test_steps must be an int >= 2; got 1"),
+        ({"range_test_steps": 1}, "range_test_steps must be an int >= 7; got 1"),
         ({"method": "best"}, "method"),
         ({"hand_picked": [("cosine", 0.1)]}, "hand_picked"),
         ({"batch_size": 300}, "batch_size must be at most 270"),

@@ -916,7 +916,7 @@ def test_find_schedule_argument(no_engine, entry, arg, value):
         val_data=_VAL,
         total_steps=9,
         batch_size=8,
-        range_test_steps=4,
+        range_test_steps=7,
         start_lr=1e-3,
         progress=False,
     )

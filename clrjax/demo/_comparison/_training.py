@@ -43,7 +43,7 @@ import optax
 
 import clrjax
 from clrjax import _engine
-from clrjax._candidates import Candidate, schedule_arrays
+from clrjax._candidates import MIN_RANGE_TEST_STEPS, Candidate, schedule_arrays
 from clrjax._engine.feeding import validation_batches
 from clrjax._loss_task import LossTask
 from clrjax._training import train_lanes
@@ -367,8 +367,13 @@ def run_comparison(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {tuple(TASKS)}; got {task!r}")
-    counts = {"seeds": (seeds, 1), "epochs": (epochs, 1), "batch_size": (batch_size, 1)}
-    for name, (value, least) in {**counts, "range_test_steps": (range_test_steps, 2)}.items():
+    counts = {
+        "seeds": (seeds, 1),
+        "epochs": (epochs, 1),
+        "batch_size": (batch_size, 1),
+        "range_test_steps": (range_test_steps, MIN_RANGE_TEST_STEPS),
+    }
+    for name, (value, least) in counts.items():
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < least
         ):
