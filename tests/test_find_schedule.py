@@ -203,8 +203,8 @@ def test_find_schedule_step_races_the_users_train_step(choice):
         val_data=VAL,
         val_step=val_step,
         metric_key="accuracy",
-        init_fn=make_state,
         **kw,
+        model=clrjax.Model(init_fn=make_state),
     )
     assert step_choice.momentum_name == "momentum"
     assert step_choice.base_momentum == pytest.approx(0.9)
@@ -240,9 +240,9 @@ def test_model_state_is_threaded_through_the_race():
         None,
         TRAIN,
         val_data=VAL,
-        state=jnp.float32(0.0),
         val_metric=stateful_accuracy,
         kinds=("decay",),
         **kw,
+        model=clrjax.Model(state=jnp.float32(0.0)),
     )
     assert np.nanmax(choice.candidate_scores()) > 0.5

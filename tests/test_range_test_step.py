@@ -68,7 +68,9 @@ def test_chain_with_clipping_and_validation():
         optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-4),
     )
     kw = dict(grid={"weight_decay": [0.0, 0.1]}, val_data=(X, Y), val_every=5, **FAST)
-    step = clrjax.range_test_step(make_step(tx), start(tx), (X, Y), val_step=val_step, **kw)
+    step = clrjax.range_test_step(
+        make_step(tx), start(tx), (X, Y), **kw, validation=clrjax.Validation(step=val_step)
+    )
     loss = clrjax.range_test(mse, jnp.zeros(D), (X, Y), optimizer=tx, **kw)
     np.testing.assert_allclose(step.losses, loss.losses, **SAME)
     np.testing.assert_allclose(step.val_losses, loss.val_losses, **SAME)
@@ -116,7 +118,7 @@ def test_scalar_metrics_loss_key_and_rng():
 
     kw = dict(FAST, diverge_threshold=None, num_steps=5)
     noisy = clrjax.range_test_step(
-        noisy_step, start(tx), (X, Y), takes_rng=True, seeds=[0, 1], **kw
+        noisy_step, start(tx), (X, Y), seeds=[0, 1], **kw, model=clrjax.Model(takes_rng=True)
     )
     assert len(set(noisy.losses[0].tolist())) == 5
     assert not np.allclose(noisy.losses[0], noisy.losses[1])
@@ -191,7 +193,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="schedule"):
         clrjax.range_test_step(make_step(scheduled), start(scheduled), (X, Y), **FAST)
     with pytest.raises(ValueError, match="val_step"):
-        clrjax.range_test_step(make_step(tx), start(tx), (X, Y), val_data=(X, Y), **FAST)
+        clrjax.range_test_step(
+            make_step(tx), start(tx), (X, Y), **FAST, validation=clrjax.Validation((X, Y))
+        )
     with pytest.raises(ValueError, match="loss_key"):
         clrjax.range_test_step(make_step(tx), start(tx), (X, Y), loss_key="objective", **FAST)
     with pytest.raises(ValueError, match=r"\(new_state, metrics\)"):

@@ -70,19 +70,27 @@ def runs(mesh=None, shard=None):
 
     both = dict(mesh=mesh) if mesh is not None else dict(shard_lanes=shard)
     out = {
-        "lanes": clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=shard, **FAST),
+        "lanes": clrjax.range_test(
+            loss_fn, W0, (X, Y), grid=GRID6, **FAST, execution=clrjax.Execution(shard_lanes=shard)
+        ),
         "mesh": clrjax.range_test(
-            loss_fn, W0, (X, Y), grid=GRID6, val_data=(X[:32], Y[:32]), val_every=5, **both, **FAST
+            loss_fn,
+            W0,
+            (X, Y),
+            grid=GRID6,
+            **both,
+            **FAST,
+            validation=clrjax.Validation((X[:32], Y[:32]), every=5),
         ),
         "step": clrjax.range_test_step(
             train_step,
             {"params": W0, "opt": _TX().init(W0)},
             (X, Y),
             grid={"momentum": [0.0, 0.5, 0.9]},
-            driver="chunks",  # outputs gathered chunk by chunk, a stop once every lane diverged
-            chunk_size=4,
             **both,
             **FAST,
+            # outputs gathered chunk by chunk, a stop once every lane diverged:
+            execution=clrjax.Execution(driver="chunks", chunk_size=4),
         ),
     }
     choice = clrjax.find_schedule(
@@ -92,11 +100,10 @@ def runs(mesh=None, shard=None):
         val_data=(X[64:], Y[64:]),
         total_steps=18,
         batch_size=16,
-        range_test_steps=12,
-        start_lr=1e-3,
         grid={"weight_decay": [0.0, 1e-2]},
-        progress=False,
         **both,
+        search=clrjax.Search(range_test_steps=12, start_lr=1e-3),
+        execution=clrjax.Execution(progress=False),
     )
     out["race"] = choice.rungs[-1]
     return out
@@ -333,7 +340,12 @@ def test_8_devices_other_inputs_match_one_device(eight_devices):
     assert eight_devices["padded"]["strategy"] == "vmap+sharded[4]+data[2]/scan"
     batches = [(X[i : i + 16], Y[i : i + 16]) for i in range(0, 96, 16)]
     stream = clrjax.range_test(
-        loss_fn, W0, batches, grid=GRID6, val_data=(X[:24], Y[:24]), val_every=4, **FAST
+        loss_fn,
+        W0,
+        batches,
+        grid=GRID6,
+        **FAST,
+        validation=clrjax.Validation((X[:24], Y[:24]), every=4),
     )
     assert_same({"r": eight_devices["stream"]}, summary({"r": stream}))
     assert eight_devices["stream"]["strategy"] == "vmap+sharded[2]+data[4]/chunks"
@@ -354,8 +366,12 @@ def test_8_devices_bad_meshes_are_refused(eight_devices):
 def test_shard_lanes_with_one_device_runs_unsplit_and_says_so():
     import clrjax
 
-    split = clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=True, **FAST)
-    plain = clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=False, **FAST)
+    split = clrjax.range_test(
+        loss_fn, W0, (X, Y), grid=GRID6, **FAST, execution=clrjax.Execution(shard_lanes=True)
+    )
+    plain = clrjax.range_test(
+        loss_fn, W0, (X, Y), grid=GRID6, **FAST, execution=clrjax.Execution(shard_lanes=False)
+    )
     assert split.strategy == plain.strategy == "serial[3]+threads[2]/scan"  # no "+sharded[...]"
     np.testing.assert_array_equal(split.losses, plain.losses)
 
@@ -368,7 +384,9 @@ def test_a_mesh_of_one_device_runs_like_no_mesh():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "lanes"))
     for strategy in ("vmap", "serial"):
         kw = dict(grid=GRID6, strategy=strategy, lane_group_size=4, **FAST)
-        on_mesh = clrjax.range_test(loss_fn, W0, (X, Y), mesh=mesh, **kw)
+        on_mesh = clrjax.range_test(
+            loss_fn, W0, (X, Y), **kw, execution=clrjax.Execution(mesh=mesh)
+        )
         plain = clrjax.range_test(loss_fn, W0, (X, Y), **kw)
         assert on_mesh.strategy == plain.strategy
         np.testing.assert_allclose(on_mesh.losses, plain.losses, rtol=1e-6, equal_nan=True)
@@ -394,7 +412,7 @@ def test_bad_meshes_are_refused(mesh, error, match):
         devices = np.array(jax.devices()[:1]).reshape((1,) * len(mesh))
         mesh = jax.sharding.Mesh(devices, mesh)
     with pytest.raises(error, match=match):
-        clrjax.range_test(loss_fn, W0, (X, Y), mesh=mesh, **FAST)
+        clrjax.range_test(loss_fn, W0, (X, Y), **FAST, execution=clrjax.Execution(mesh=mesh))
 
 
 class FakeDevice:
