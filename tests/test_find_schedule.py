@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _flat_options import fold
 
 import clrjax
 from clrjax import _find_schedule
@@ -42,7 +43,8 @@ def accuracy(params, batch):
     return jnp.mean(jnp.argmax(logits(params, x), axis=1) == y)
 
 
-FAST = dict(total_steps=72, batch_size=32, range_test_steps=40, start_lr=1e-4, init_fn=init_fn)
+SEARCH = clrjax.Search(range_test_steps=40, start_lr=1e-4)
+FAST = dict(total_steps=72, batch_size=32, model=clrjax.Model(init_fn=init_fn), search=SEARCH)
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +161,9 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
     ],
 )
 def test_bad_input(kwargs, error, match):
-    args = dict(FAST, val_data=VAL)
-    args.update(kwargs)
-    data = args.pop("data", TRAIN)
     with pytest.raises(error, match=match):
+        args = fold(clrjax.find_schedule, {**FAST, "val_data": VAL, **kwargs})
+        data = args.pop("data", TRAIN)
         clrjax.find_schedule(loss_fn, None, data, **args)
 
 
@@ -195,7 +196,7 @@ def test_find_schedule_step_races_the_users_train_step(choice):
             "accuracy": accuracy(state["params"], batch),
         }
 
-    kw = {k: v for k, v in FAST.items() if k != "init_fn"}
+    kw = {k: v for k, v in FAST.items() if k != "model"}
     step_choice = clrjax.find_schedule_step(
         train_step,
         None,
@@ -234,7 +235,6 @@ def test_model_state_is_threaded_through_the_race():
     def stateful_accuracy(params, count, batch):
         return accuracy(params, batch) * (count > 0)  # the state reached validation
 
-    kw = dict(FAST, total_steps=27, range_test_steps=20)
     choice = clrjax.find_schedule(
         stateful_loss,
         None,
@@ -242,7 +242,9 @@ def test_model_state_is_threaded_through_the_race():
         val_data=VAL,
         val_metric=stateful_accuracy,
         kinds=("decay",),
-        **kw,
-        model=clrjax.Model(state=jnp.float32(0.0)),
+        total_steps=27,
+        batch_size=32,
+        model=clrjax.Model(init_fn=init_fn, state=jnp.float32(0.0)),
+        search=clrjax.Search(range_test_steps=20, start_lr=1e-4),
     )
     assert np.nanmax(choice.candidate_scores()) > 0.5
