@@ -467,7 +467,7 @@ def _run_race(
     if not candidates:
         raise ValueError(
             "the range test gave no suggestion on any lane (every lane diverged at once or "
-            "its loss never fell); check start_lr, end_lr and the loss"
+            "its loss never fell); check Search.start_lr, Search.end_lr and the loss"
         )
     total, per_epoch = settings.total_steps, settings.steps_per_epoch
     budgets = [max(2, round(total * f)) for f in RUNG_FRACTIONS]
