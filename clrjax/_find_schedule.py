@@ -33,6 +33,8 @@ from clrjax._options import (
     Execution,
     Model,
     Search,
+    check_model_applies,
+    engine_request,
     moved_keywords,
     moved_to,
     resolve,
@@ -173,7 +175,7 @@ def find_schedule(
     if val_metric is not None and not callable(val_metric):
         raise TypeError(f"val_metric must be callable, got {val_metric!r}")
     model = resolve("model", model)
-    model.check_applies("find_schedule", ("accumulation_steps",))
+    check_model_applies(model, "find_schedule", ("accumulation_steps",))
     params, _ = start_params(params, model)
     optimizer = pytorch_sgd if optimizer is None else optimizer
     if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
@@ -275,7 +277,7 @@ def find_schedule_step(
     if metric_key is not None and not isinstance(metric_key, str):
         raise TypeError(f"metric_key must be a string or None, got {metric_key!r}")
     model = resolve("model", model)
-    model.check_applies("find_schedule_step", STEP_MODEL_REFUSED)
+    check_model_applies(model, "find_schedule_step", STEP_MODEL_REFUSED)
     example, what = start_state(train_state, model, concrete=True)
     lanes = _grid.expand_grid(grid, None)
     _injected.check_injected(example, ("learning_rate", *lanes.optimizer_names), what)
@@ -500,7 +502,7 @@ def _run_race(
             key=race_key,
             val=settings.val,
             eval_steps=evals,
-            request=execution.request(progress=False, chunk_size=min(per_epoch, num_steps)),
+            request=engine_request(execution, progress=False, chunk_size=min(per_epoch, num_steps)),
         )
         first = num_steps == budgets[0]
         scores, trusted = _scores(trained.scores, has_metric=tasks.has_metric, first_rung=first)

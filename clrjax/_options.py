@@ -124,19 +124,6 @@ chunk_size=None, max_memory=None, mesh=None, progress=None)
             )
         num.check_flag("Execution.progress", self.progress, allow_none=True)
 
-    def request(self, *, progress: bool, chunk_size: int | None = None) -> _engine.Request:
-        """The engine's :class:`~clrjax._engine.Request` (``chunk_size`` replaces this one's)."""
-        return _engine.Request(
-            strategy=self.strategy,
-            group=self.lane_group_size,
-            driver=self.driver,
-            chunk_size=self.chunk_size if chunk_size is None else chunk_size,
-            shard=self.shard_lanes,
-            mesh=self.mesh,
-            max_memory=self.max_memory,
-            progress=progress,
-        )
-
 
 def ramp_beta(num_steps: int, start_lr: float, end_lr: float) -> float:
     """``beta="auto"``: an EMA time constant of half the ramp's steps per decade (<= 0.98).
@@ -230,21 +217,6 @@ class Curve:
                 f"Curve.rebound_min_drop must be in [0, 1), got {self.rebound_min_drop!r}"
             )
 
-    def learning_rates(self, start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
-        """The ramp's learning rate of each step (float64)."""
-        return _ramp.lr_ramp(start_lr, end_lr, num_steps, self.ramp, self.ramp_convention)
-
-    def tracking(self, num_steps: int, start_lr: float, end_lr: float) -> _engine.Tracking:
-        """The engine's :class:`~clrjax._engine.Tracking` for a ramp of ``num_steps`` steps."""
-        auto = isinstance(self.beta, str)
-        return _engine.Tracking(
-            beta=ramp_beta(num_steps, start_lr, end_lr) if auto else self.beta,
-            threshold=math.inf if self.diverge_threshold is None else self.diverge_threshold,
-            rebound=math.inf if self.diverge_rebound is None else self.diverge_rebound,
-            rebound_drop=self.rebound_min_drop,
-            start_steps=max(REBOUND_MIN_START_STEPS, num_steps // 10),
-        )
-
 
 def _check_dtype(compute_dtype: Any) -> np.dtype:
     try:
@@ -311,20 +283,6 @@ class Model:
         num.check_count("Model.accumulation_steps", self.accumulation_steps)
         if self.compute_dtype is not None:
             object.__setattr__(self, "compute_dtype", _check_dtype(self.compute_dtype))
-
-    def check_applies(self, entry_point: str, fields: tuple[str, ...]) -> None:
-        """Raises ``ValueError`` naming the first of ``fields`` set to other than its default."""
-        for field in fields:
-            value, default = getattr(self, field), _MODEL_DEFAULTS[field]
-            if value is not default if default is None else value != default:
-                raise ValueError(
-                    f"Model.{field} does not apply to {entry_point}, got {value!r}"
-                    + (
-                        ": a train step holds its own model state, loss outputs and dtypes"
-                        if entry_point.endswith("_step")
-                        else ""
-                    )
-                )
 
 
 _MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Model)}
@@ -412,6 +370,60 @@ class Search:
         num.check_scalar("Search.decay_rate", self.decay_rate)
         num.check_open_interval("Search.decay_rate", self.decay_rate, 0.0, 1.0 + 1e-12)
         _optional_count("Search.val_batch_size", self.val_batch_size)
+
+
+def engine_request(
+    execution: Execution, *, progress: bool, chunk_size: int | None = None
+) -> _engine.Request:
+    """The engine's :class:`~clrjax._engine.Request` for ``execution`` (the one place built).
+
+    ``progress`` is resolved by the entry point; ``chunk_size`` replaces the
+    execution's (the race runs an epoch per chunk).
+    """
+    return _engine.Request(
+        strategy=execution.strategy,
+        group=execution.lane_group_size,
+        driver=execution.driver,
+        chunk_size=execution.chunk_size if chunk_size is None else chunk_size,
+        shard=execution.shard_lanes,
+        mesh=execution.mesh,
+        max_memory=execution.max_memory,
+        progress=progress,
+    )
+
+
+def learning_rates(curve: Curve, start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
+    """The ramp's learning rate of each step (float64)."""
+    return _ramp.lr_ramp(start_lr, end_lr, num_steps, curve.ramp, curve.ramp_convention)
+
+
+def engine_tracking(
+    curve: Curve, num_steps: int, start_lr: float, end_lr: float
+) -> _engine.Tracking:
+    """The engine's :class:`~clrjax._engine.Tracking` for ``curve`` (the one place built)."""
+    auto = isinstance(curve.beta, str)
+    return _engine.Tracking(
+        beta=ramp_beta(num_steps, start_lr, end_lr) if auto else curve.beta,
+        threshold=math.inf if curve.diverge_threshold is None else curve.diverge_threshold,
+        rebound=math.inf if curve.diverge_rebound is None else curve.diverge_rebound,
+        rebound_drop=curve.rebound_min_drop,
+        start_steps=max(REBOUND_MIN_START_STEPS, num_steps // 10),
+    )
+
+
+def check_model_applies(model: Model, entry_point: str, fields: tuple[str, ...]) -> None:
+    """Raises ``ValueError`` naming the first of ``fields`` set to other than its default."""
+    for field in fields:
+        value, default = getattr(model, field), _MODEL_DEFAULTS[field]
+        if value is not default if default is None else value != default:
+            raise ValueError(
+                f"Model.{field} does not apply to {entry_point}, got {value!r}"
+                + (
+                    ": a train step holds its own model state, loss outputs and dtypes"
+                    if entry_point.endswith("_step")
+                    else ""
+                )
+            )
 
 
 _OPTION_CLASSES = {

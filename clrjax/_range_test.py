@@ -29,6 +29,9 @@ from clrjax._options import (
     Execution,
     Model,
     Validation,
+    engine_request,
+    engine_tracking,
+    learning_rates,
     moved_keywords,
     moved_to,
     resolve,
@@ -283,7 +286,7 @@ def run_range_test(
         len(set(lanes.seeds.tolist())) if shuffle == "per_seed" and lanes.seeds is not None else 1
     )
     check_host_memory(num_steps, lanes.num_lanes, orders * accumulation_steps * batch_size)
-    lrs = curve.learning_rates(start_lr, end_lr, num_steps)
+    lrs = learning_rates(curve, start_lr, end_lr, num_steps)
     if not (isinstance(shuffle, bool) or shuffle == "per_seed"):
         raise ValueError(f"shuffle must be True, False or 'per_seed', got {shuffle!r}")
     if shuffle == "per_seed" and lanes.seeds is None:
@@ -338,8 +341,8 @@ def run_range_test(
             key=key,
             val=val,
             smoothing=curve.smoothing,
-            tracking=curve.tracking(num_steps, start_lr, end_lr),
-            request=execution.request(progress=progress),
+            tracking=engine_tracking(curve, num_steps, start_lr, end_lr),
+            request=engine_request(execution, progress=progress),
         )
     except _engine.Interrupted as stop:
         result = _result(stop.output, lrs, lanes, evaluate)

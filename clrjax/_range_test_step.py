@@ -17,6 +17,7 @@ from clrjax._options import (
     Execution,
     Model,
     Validation,
+    check_model_applies,
     moved_keywords,
     moved_to,
     resolve,
@@ -139,7 +140,7 @@ def range_test_step(
         resolve("curve", curve),
         resolve("execution", execution),
     )
-    model.check_applies("range_test_step", STEP_MODEL_REFUSED)
+    check_model_applies(model, "range_test_step", STEP_MODEL_REFUSED)
     if validation is not None:
         validation = resolve("validation", validation)
         if validation.loss_fn is not None:

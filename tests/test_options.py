@@ -13,7 +13,7 @@ import pytest
 
 import clrjax
 from clrjax import _find_schedule, _range_test
-from clrjax._options import ramp_beta
+from clrjax._options import engine_request, engine_tracking, ramp_beta
 
 ENTRY_POINTS = [
     clrjax.range_test,
@@ -146,7 +146,7 @@ def test_execution_builds_the_engines_request():
         strategy="map", lane_group_size=3, shard_lanes=False, driver="chunks", chunk_size=7,
         max_memory=2e9, mesh=mesh, progress=True,
     )  # fmt: skip
-    request = execution.request(progress=False)
+    request = engine_request(execution, progress=False)
     assert (request.strategy, request.group, request.driver, request.chunk_size) == (
         "map",
         3,
@@ -159,15 +159,15 @@ def test_execution_builds_the_engines_request():
         2e9,
         False,
     )
-    assert execution.request(progress=True, chunk_size=2).chunk_size == 2
+    assert engine_request(execution, progress=True, chunk_size=2).chunk_size == 2
 
 
 def test_curve_builds_the_engines_tracking():
-    auto = clrjax.Curve().tracking(100, 1e-7, 10.0)
+    auto = engine_tracking(clrjax.Curve(), 100, 1e-7, 10.0)
     assert auto.beta == ramp_beta(100, 1e-7, 10.0) and auto.start_steps == 10
     assert (auto.threshold, auto.rebound, auto.rebound_drop) == (4.0, 0.5, 0.2)
     off = clrjax.Curve(beta=0.5, diverge_threshold=None, diverge_rebound=None)
-    tracking = off.tracking(1000, 1e-3, 1.0)
+    tracking = engine_tracking(off, 1000, 1e-3, 1.0)
     assert (tracking.beta, tracking.threshold, tracking.rebound) == (0.5, math.inf, math.inf)
     assert tracking.start_steps == 100  # a tenth of the steps
 
