@@ -95,9 +95,12 @@ def clrjax_range_test(workload: Workload, wds, num_steps: int, batch_size: int, 
 
     data = (jnp.asarray(workload.x), jnp.asarray(workload.y))
     strategy, _, driver = row.partition("/")
-    options = {"strategy": strategy, "driver": driver or "auto"}
-    if strategy == "map":
-        options["lane_group_size"] = max(1, len(wds) // 4)
+    execution = clrjax.Execution(
+        strategy=strategy,
+        driver=driver or "auto",
+        lane_group_size=max(1, len(wds) // 4) if strategy == "map" else None,
+        progress=False,
+    )
     info = {}
 
     def run():
@@ -110,9 +113,8 @@ def clrjax_range_test(workload: Workload, wds, num_steps: int, batch_size: int, 
             start_lr=START_LR,
             end_lr=END_LR,
             grid={"weight_decay": np.asarray(wds)},
-            diverge_threshold=None,
-            progress=False,
-            **options,
+            curve=clrjax.Curve(diverge_threshold=None),
+            execution=execution,
         )
         info["strategy"] = result.strategy
         return result.losses

@@ -11,9 +11,10 @@ its own weight decay, on batches of ``--batch-size``:
 * ``torch-lr-finder/<n>t``: ``LRFinder.range_test`` run K times (only when
   ``torch`` and ``torch_lr_finder`` import) with ``torch.set_num_threads(n)``,
   same model and optimizer, ``diverge_th=inf`` so every run does all steps;
-* ``clrjax/<strategy>``: one ``clrjax.range_test`` call with ``strategy=``
-  ``auto`` (the default: rules), ``vmap``, ``serial``, ``map`` (a quarter of the
-  lanes at a time) or ``timed`` (vmap and serial timed on the first chunk).
+* ``clrjax/<strategy>``: one ``clrjax.range_test`` call with
+  ``execution=clrjax.Execution(strategy=...)``: ``auto`` (the default: rules),
+  ``vmap``, ``serial``, ``map`` (a quarter of the lanes at a time) or ``timed``
+  (vmap and serial timed on the first chunk).
 
 **Cold** (what a user waits for: a range test usually runs once): each row's
 first call in a fresh process (``_cold.py``: imports, data, one call,

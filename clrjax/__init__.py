@@ -15,6 +15,7 @@ from clrjax._cyclic import (
 from clrjax._find_schedule import find_schedule, find_schedule_step
 from clrjax._one_cycle import one_cycle_momentum_schedule, one_cycle_schedule
 from clrjax._optax_glue import scheduled
+from clrjax._options import Curve, Execution, Model, Search, Validation
 from clrjax._pytorch_sgd import pytorch_sgd
 from clrjax._range_test import RangeTestInterrupted, range_test
 from clrjax._range_test_step import range_test_step
@@ -28,11 +29,16 @@ __version__ = "0.1.0"
 __all__ = [
     "SUGGESTION_METHODS",
     "BestLane",
+    "Curve",
+    "Execution",
     "FindScheduleInterrupted",
+    "Model",
     "RangeTestInterrupted",
     "RangeTestResult",
     "ScheduleChoice",
+    "Search",
     "SuggestionSpread",
+    "Validation",
     "__version__",
     "cosine_warm_restarts_schedule",
     "cyclic_momentum_schedule",

@@ -21,19 +21,29 @@ from clrjax import _engine, _grid, _injected
 from clrjax import _numerics as num
 from clrjax._candidates import (
     KINDS,
-    MIN_RANGE_TEST_STEPS,
     MOMENTUM_NAMES,
     Candidate,
     momentum_default,
     peak_bracket,
     schedule_arrays,
 )
-from clrjax._engine.feeding import example_count, is_batch_stream, validation_batches
-from clrjax._loss_task import LossTask, check_factory, check_params
+from clrjax._loss_task import check_factory
+from clrjax._options import (
+    SEARCH_KEYWORDS,
+    Curve,
+    Execution,
+    Model,
+    Search,
+    check_model_applies,
+    engine_request,
+    moved_keywords,
+    moved_to,
+    resolve,
+)
 from clrjax._pytorch_sgd import pytorch_sgd
 from clrjax._race import successive_halving, winner
-from clrjax._range_test import range_test
-from clrjax._range_test_step import range_test_step
+from clrjax._range_test import loss_task, run_range_test, start_params
+from clrjax._range_test_step import STEP_MODEL_REFUSED, start_state
 from clrjax._result import RangeTestResult
 from clrjax._schedule_choice import FindScheduleInterrupted, ScheduleChoice
 from clrjax._step_task import StepTask
@@ -47,8 +57,18 @@ RUNG_FRACTIONS = (1 / 9, 1 / 3, 1.0)  # each rung's budget, as a fraction of tot
 RUNG_KEEP = (4, 2)  # candidates entering the second and the third rung
 RUNG_SEEDS = (1, 1, 2)  # runs per candidate in each rung (scores are their mean)
 TRUST_RATIO = 1.05  # without a metric: a rung's val losses rank while final/min <= this
+RANGE_TEST_CURVE = Curve()  # the range test's ramp, smoothing and divergence rules
+# The Execution fields find_schedule took as keywords before they moved:
+_EXECUTION_KEYWORDS = moved_to("execution", "strategy shard_lanes max_memory progress mesh")
 
 
+@moved_keywords(
+    {
+        **SEARCH_KEYWORDS,
+        **moved_to("model", "init_fn state has_aux takes_rng"),
+        **_EXECUTION_KEYWORDS,
+    }
+)
 def find_schedule(
     loss_fn: Callable[..., Any],
     params: Any,
@@ -61,22 +81,10 @@ def find_schedule(
     grid: Mapping[str, Sequence[float]] | None = None,
     val_metric: Callable[..., Any] | None = None,
     kinds: Sequence[str] = KINDS,
-    steps_per_epoch: int | None = None,
-    decay_rate: float = 0.97,
-    init_fn: Callable[[jax.Array], Any] | None = None,
     key: jax.Array | int | None = None,
-    range_test_steps: int = 100,
-    start_lr: float = 1e-5,
-    end_lr: float = 10.0,
-    val_batch_size: int | None = None,
-    has_aux: bool = False,
-    takes_rng: bool = False,
-    state: Any = None,
-    strategy: str = "auto",
-    shard_lanes: bool | None = None,
-    max_memory: float | None = None,
-    progress: bool | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+    model: Model | None = None,
+    search: Search | None = None,
+    execution: Execution | None = None,
 ) -> ScheduleChoice:
     r"""Picks a learning-rate schedule that wins, by racing the range test's candidates.
 
@@ -114,8 +122,9 @@ def find_schedule(
 
     Args:
       loss_fn: ``loss_fn(params, batch) -> loss`` (the protocol of
-        :func:`clrjax.range_test`: ``has_aux``, ``takes_rng``).
-      params: initial parameters, or ``None`` with ``init_fn``.
+        :func:`clrjax.range_test`, with :class:`clrjax.Model`'s ``state``,
+        ``has_aux``, ``takes_rng``).
+      params: initial parameters, or ``None`` with ``Model.init_fn``.
       data: training data, a pytree of arrays sharing a leading example axis.
       val_data: validation data shaped like ``data`` (never trained on).
       total_steps: the training budget the schedule is for (>= 2).
@@ -127,32 +136,25 @@ def find_schedule(
       val_metric: ``val_metric(params, batch) -> scalar``, higher is better
         (e.g. accuracy).
       kinds: the schedule kinds raced, a subset of ``("one_cycle", "decay")``.
-      steps_per_epoch: steps of one epoch (``"decay"`` decays once per epoch;
-        runs are scored after each); default ``len(data) // batch_size``.
-      decay_rate: the ``"decay"`` factor per epoch (the seed recipe's 0.97).
-      init_fn: ``init_fn(key) -> params``: every seed draws its own parameters.
       key: a PRNG key or an int seed (``None``: seed 0).
-      range_test_steps: steps of the range test.
-      start_lr: the range test's first learning rate.
-      end_lr: the range test's last learning rate.
-      val_batch_size: validation batch size (default: all at once).
-      has_aux: ``loss_fn`` returns ``(loss, aux)``.
-      takes_rng: ``loss_fn`` takes a PRNG key last.
-      state: initial mutable model state (e.g. BatchNorm statistics):
-        ``loss_fn(params, state, batch) -> (loss, new_state)``, as in
-        :func:`clrjax.range_test`; ``val_metric(params, state, batch)``.
-      strategy: how lanes share the machine (see :func:`clrjax.range_test`).
-      shard_lanes: split lanes over all devices (``None``: when there are several).
-      max_memory: bytes the lanes may use per device.
-      progress: print each stage's time on stderr; ``None``: when stderr is a terminal.
-      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")`` for the
-        range test and the race (see :func:`clrjax.range_test`).
+      model: a :class:`clrjax.Model`: ``init_fn(key) -> params`` (every seed
+        draws its own parameters), model ``state`` (``val_metric(params, state,
+        batch)`` then), ``has_aux``, ``takes_rng``, ``compute_dtype`` (for the
+        range test and the race; ``accumulation_steps`` does not apply).
+      search: a :class:`clrjax.Search`: the range test's steps and learning
+        rates, ``steps_per_epoch``, the ``"decay"`` kind's ``decay_rate``, the
+        validation batch size.
+      execution: an :class:`clrjax.Execution` for the range test and the race;
+        its ``progress`` prints each stage's time on stderr (``None``: when
+        stderr is a terminal); its ``chunk_size`` is the range test's (the race
+        runs an epoch per chunk).
 
     Returns:
       The :class:`clrjax.ScheduleChoice`.
 
     Raises:
-      ValueError, TypeError: for invalid arguments, naming the argument; also
+      ValueError, TypeError: for invalid arguments, naming the argument (a keyword
+        that moved into an option object names its new home); also
         for a race rung where no run has a finite score (``val_metric``, ``val_data``).
       MemoryError: ``total_steps`` too long for a rung's per-step arrays.
       FindScheduleInterrupted: Ctrl-C during the race, with what finished.
@@ -165,7 +167,8 @@ def find_schedule(
       ...     return jnp.mean((batch[0] @ w - batch[1]) ** 2)
       >>> choice = clrjax.find_schedule(loss_fn, jnp.zeros(3), (x[:384], y[:384]),
       ...                               val_data=(x[384:], y[384:]), total_steps=90,
-      ...                               batch_size=32, range_test_steps=50, start_lr=1e-4)
+      ...                               batch_size=32,
+      ...                               search=clrjax.Search(range_test_steps=50, start_lr=1e-4))
       >>> print(choice.kind in ("one_cycle", "decay"), 1e-4 < choice.learning_rate < 10)
       True True
       >>> sgd = choice.optimizer()  # clrjax.pytorch_sgd with the chosen schedules
@@ -175,10 +178,9 @@ def find_schedule(
         raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
     if val_metric is not None and not callable(val_metric):
         raise TypeError(f"val_metric must be callable, got {val_metric!r}")
-    if params is None and init_fn is None:
-        raise ValueError("params must be given unless init_fn is")
-    params_shape = params if init_fn is None else num.checked_init(init_fn)
-    check_params("params" if init_fn is None else "init_fn(key)", params_shape)
+    model = resolve("model", model)
+    check_model_applies(model, "find_schedule", ("accumulation_steps",))
+    params, _ = start_params(params, model)
     optimizer = pytorch_sgd if optimizer is None else optimizer
     if isinstance(optimizer, optax.GradientTransformation) or not callable(optimizer):
         raise TypeError(
@@ -189,55 +191,35 @@ def find_schedule(
     check_factory(optimizer, lanes.optimizer_names)
     moment, base_momentum = momentum_default(optimizer)
     _check_grid_not_cycled(lanes.optimizer_names, moment)
-    task = LossTask(
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        val_loss_fn=loss_fn,
-        val_metric=val_metric,
-        has_aux=bool(has_aux),
-        takes_rng=bool(takes_rng),
-        stateful=state is not None,
-        init_fn=init_fn,
-    )
-
-    def curve(**options: Any) -> RangeTestResult:
-        return range_test(
-            loss_fn, params, data, optimizer=optimizer, has_aux=has_aux, state=state, **options
-        )
-
-    return _find(
-        curve,
-        task,
-        (params, state),
-        data,
-        val_data,
-        begin=begin,
+    task = loss_task(loss_fn, optimizer, model, val_metric=val_metric)
+    lane_tasks = _LaneTasks(
+        range_test=dataclasses.replace(task, val_metric=None),
+        race=task,
+        start=(params, model.state),
         moment=moment,
         base_momentum=base_momentum,
         has_metric=val_metric is not None,
-        grid=grid,
         grid_names=lanes.optimizer_names,
         factory=optimizer,
+    )
+    return _find(
+        lane_tasks,
+        data,
+        val_data,
+        begin=begin,
         total_steps=total_steps,
         batch_size=batch_size,
+        grid=grid,
         kinds=kinds,
-        steps_per_epoch=steps_per_epoch,
-        decay_rate=decay_rate,
-        init_fn=init_fn,
         key=key,
-        range_test_steps=range_test_steps,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        val_batch_size=val_batch_size,
-        takes_rng=takes_rng,
-        strategy=strategy,
-        shard_lanes=shard_lanes,
-        max_memory=max_memory,
-        progress=progress,
-        mesh=mesh,
+        search=resolve("search", search),
+        execution=resolve("execution", execution),
     )
 
 
+@moved_keywords(
+    {**SEARCH_KEYWORDS, **moved_to("model", "init_fn takes_rng"), **_EXECUTION_KEYWORDS}
+)
 def find_schedule_step(
     train_step: Callable[..., Any],
     train_state: Any,
@@ -251,20 +233,10 @@ def find_schedule_step(
     metric_key: str | None = None,
     loss_key: str = "loss",
     kinds: Sequence[str] = KINDS,
-    steps_per_epoch: int | None = None,
-    decay_rate: float = 0.97,
-    init_fn: Callable[[jax.Array], Any] | None = None,
     key: jax.Array | int | None = None,
-    range_test_steps: int = 100,
-    start_lr: float = 1e-5,
-    end_lr: float = 10.0,
-    val_batch_size: int | None = None,
-    takes_rng: bool = False,
-    strategy: str = "auto",
-    shard_lanes: bool | None = None,
-    max_memory: float | None = None,
-    progress: bool | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+    model: Model | None = None,
+    search: Search | None = None,
+    execution: Execution | None = None,
 ) -> ScheduleChoice:
     """:func:`find_schedule` for your own ``train_step(state, batch) -> (state, metrics)``.
 
@@ -279,7 +251,7 @@ def find_schedule_step(
 
     Args:
       train_step: ``train_step(state, batch[, key]) -> (state, metrics)``.
-      train_state: the initial train state (or ``None`` with ``init_fn``).
+      train_state: the initial train state (or ``None`` with ``Model.init_fn``).
       data: training data, a pytree of arrays sharing a leading example axis.
       val_data: validation data shaped like ``data``.
       val_step: ``val_step(state, batch) -> metrics`` on validation batches.
@@ -291,20 +263,12 @@ def find_schedule_step(
         :func:`find_schedule`).
       loss_key: the entry of mapping metrics that holds the loss.
       kinds: the schedule kinds raced.
-      steps_per_epoch: steps of one epoch (default ``len(data) // batch_size``).
-      decay_rate: the ``"decay"`` factor per epoch.
-      init_fn: ``init_fn(key) -> train_state``: every seed draws its own state.
       key: a PRNG key or an int seed (``None``: seed 0).
-      range_test_steps: steps of the range test.
-      start_lr: the range test's first learning rate.
-      end_lr: the range test's last learning rate.
-      val_batch_size: validation batch size (default: all at once).
-      takes_rng: ``train_step`` takes a PRNG key last.
-      strategy: how lanes share the machine.
-      shard_lanes: split lanes over all devices.
-      max_memory: bytes the lanes may use per device.
-      progress: print each stage's time on stderr.
-      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")``.
+      model: a :class:`clrjax.Model` with ``init_fn(key) -> train_state``
+        (every seed draws its own state) and ``takes_rng`` (``train_step``
+        takes a PRNG key last); its other fields are the train step's own.
+      search: a :class:`clrjax.Search` (as in :func:`find_schedule`).
+      execution: an :class:`clrjax.Execution` (as in :func:`find_schedule`).
 
     Returns:
       The :class:`clrjax.ScheduleChoice` (its ``factory`` is ``None``).
@@ -316,10 +280,9 @@ def find_schedule_step(
         raise TypeError(f"val_step must be callable, got {val_step!r}")
     if metric_key is not None and not isinstance(metric_key, str):
         raise TypeError(f"metric_key must be a string or None, got {metric_key!r}")
-    if train_state is None and init_fn is None:
-        raise ValueError("train_state must be given unless init_fn is")
-    example = train_state if init_fn is None else num.checked_init(init_fn, concrete=True)
-    what = "train_state" if init_fn is None else "init_fn(key)"
+    model = resolve("model", model)
+    check_model_applies(model, "find_schedule_step", STEP_MODEL_REFUSED)
+    example, what = start_state(train_state, model, concrete=True)
     lanes = _grid.expand_grid(grid, None)
     _injected.check_injected(example, ("learning_rate", *lanes.optimizer_names), what)
     values = _injected.injected_values(example)
@@ -331,44 +294,32 @@ def find_schedule_step(
         train_step=train_step,
         val_step=val_step,
         loss_key=loss_key,
-        takes_rng=bool(takes_rng),
-        init_fn=init_fn,
+        takes_rng=bool(model.takes_rng),
+        init_fn=model.init_fn,
         metric_key=metric_key,
     )
-
-    def curve(**options: Any) -> RangeTestResult:
-        return range_test_step(train_step, train_state, data, loss_key=loss_key, **options)
-
-    return _find(
-        curve,
-        task,
-        train_state,
-        data,
-        val_data,
-        begin=begin,
+    lane_tasks = _LaneTasks(
+        range_test=dataclasses.replace(task, val_step=None, metric_key=None),
+        race=task,
+        start=train_state,
         moment=moment,
         base_momentum=base_momentum,
         has_metric=metric_key is not None,
-        grid=grid,
         grid_names=lanes.optimizer_names,
         factory=None,
+    )
+    return _find(
+        lane_tasks,
+        data,
+        val_data,
+        begin=begin,
         total_steps=total_steps,
         batch_size=batch_size,
+        grid=grid,
         kinds=kinds,
-        steps_per_epoch=steps_per_epoch,
-        decay_rate=decay_rate,
-        init_fn=init_fn,
         key=key,
-        range_test_steps=range_test_steps,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        val_batch_size=val_batch_size,
-        takes_rng=takes_rng,
-        strategy=strategy,
-        shard_lanes=shard_lanes,
-        max_memory=max_memory,
-        progress=progress,
-        mesh=mesh,
+        search=resolve("search", search),
+        execution=resolve("execution", execution),
     )
 
 
@@ -379,6 +330,30 @@ def _check_grid_not_cycled(names: Sequence[str], moment: str | None) -> None:
             f"kind holds at the optimizer's default; race other hyperparameters, or set "
             f"{moment} in the optimizer (e.g. functools.partial(factory, {moment}=...))"
         )
+
+
+class _LaneTasks(NamedTuple):
+    """What an entry point hands :func:`_find`: its tasks, their start, what the race cycles.
+
+    Attributes:
+      range_test: the range test's task (no validation).
+      race: the race's task (scored on the validation set).
+      start: the engine's start state, shared by all lanes.
+      moment: the injected momentum (``"momentum"``/``"b1"``) one-cycle cycles, or ``None``.
+      base_momentum: its value (held by the ``"decay"`` kind), or ``None``.
+      has_metric: the race scores by a metric, not the validation loss.
+      grid_names: the raced grid's optimizer hyperparameters.
+      factory: the optimizer factory (``ScheduleChoice.optimizer``), or ``None``.
+    """
+
+    range_test: _engine.Task
+    race: _engine.Task
+    start: Any
+    moment: str | None
+    base_momentum: float | None
+    has_metric: bool
+    grid_names: tuple[str, ...]
+    factory: Any
 
 
 class _Settings(NamedTuple):
@@ -398,44 +373,22 @@ class _Settings(NamedTuple):
 
 
 def _find(
-    curve: Callable[..., RangeTestResult],
-    task: Any,
-    start: Any,
+    tasks: _LaneTasks,
     data: Any,
     val_data: Any,
     *,
     begin: float,
-    moment: str | None,
-    base_momentum: float | None,
-    has_metric: bool,
-    grid: Mapping[str, Sequence[float]] | None,
-    grid_names: Sequence[str],
-    factory: Any,
     total_steps: int,
     batch_size: int,
+    grid: Mapping[str, Sequence[float]] | None,
     kinds: Sequence[str],
-    steps_per_epoch: int | None,
-    decay_rate: float,
-    init_fn: Any,
     key: Any,
-    range_test_steps: int,
-    start_lr: float,
-    end_lr: float,
-    val_batch_size: int | None,
-    takes_rng: bool,
-    strategy: str,
-    shard_lanes: bool | None,
-    max_memory: float | None,
-    progress: bool | None,
-    mesh: jax.sharding.Mesh | None,
+    search: Search,
+    execution: Execution,
 ) -> ScheduleChoice:
-    """The options both entry points share: validate, range test, race."""
+    """The arguments both entry points share: validate, range test, race."""
     num.check_count("total_steps", total_steps, minimum=2)
     num.check_count("batch_size", batch_size)
-    num.check_count("range_test_steps", range_test_steps, minimum=MIN_RANGE_TEST_STEPS)
-    if val_batch_size is not None:
-        num.check_count("val_batch_size", val_batch_size)
-    num.check_flag("progress", progress, allow_none=True)
     if val_data is None:
         raise ValueError("val_data is required: the race scores candidates on held-out data")
     if not isinstance(kinds, (str, Iterable)):
@@ -446,72 +399,53 @@ def _find(
     for kind in kinds:
         num.check_choice("kinds", kind, KINDS)
     num.check_distinct("kinds", kinds)
-    num.check_scalar("decay_rate", decay_rate)
-    num.check_open_interval("decay_rate", decay_rate, 0.0, 1.0 + 1e-12)
-    if is_batch_stream(data):
+    if _engine.is_batch_stream(data):
         raise TypeError("data must be a pytree of arrays (the race draws its own batches)")
-    num_examples = example_count(data)
+    num_examples = _engine.example_count(data)
     if batch_size > num_examples:
         raise ValueError(
             f"batch_size ({batch_size}) is larger than the number of examples in data "
             f"({num_examples})"
         )
-    if steps_per_epoch is None:
-        steps_per_epoch = num_examples // batch_size
-    num.check_count("steps_per_epoch", steps_per_epoch)
+    steps_per_epoch = search.steps_per_epoch or num_examples // batch_size
     like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
     settings = _Settings(
         total_steps=total_steps,
         batch_size=batch_size,
         kinds=kinds,
         steps_per_epoch=steps_per_epoch,
-        decay_rate=float(decay_rate),
-        val=validation_batches(val_data, val_batch_size, like),
-        progress=sys.stderr.isatty() if progress is None else bool(progress),
+        decay_rate=float(search.decay_rate),
+        val=_engine.validation_batches(val_data, search.val_batch_size, like),
+        progress=sys.stderr.isatty() if execution.progress is None else bool(execution.progress),
     )
     check_rung_memory(
         total_steps, total_steps, RUNG_KEEP[-1] * RUNG_SEEDS[-1], RUNG_SEEDS[-1], batch_size
     )
     key = _grid.as_key(key)
-    result = curve(
-        batch_size=batch_size,
-        num_steps=range_test_steps,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        grid=grid,
-        seeds=list(range(RANGE_TEST_SEEDS)),
-        init_fn=init_fn,
-        key=key,
-        takes_rng=takes_rng,
-        shuffle="per_seed",
-        strategy=strategy,
-        shard_lanes=shard_lanes,
-        max_memory=max_memory,
-        progress=False,
-        mesh=mesh,
-    )
-    settings.report(f"range test: {result.num_lanes} lanes x {range_test_steps} steps", begin)
-    request = _engine.Request(
-        strategy=strategy, shard=shard_lanes, mesh=mesh, max_memory=max_memory
-    )
-    return _race(
-        task,
-        start,
+    result = run_range_test(
+        tasks.range_test,
+        tasks.start,
         data,
-        result,
-        settings,
-        key,
-        request,
-        begin,
-        moment=moment,
-        base_momentum=base_momentum,
-        has_metric=has_metric,
-        grid_names=grid_names,
-        factory=factory,
+        lanes=_grid.expand_grid(grid, list(range(RANGE_TEST_SEEDS))),
+        accumulation_steps=1,
+        batch_size=batch_size,
+        num_steps=search.range_test_steps,
+        start_lr=search.start_lr,
+        end_lr=search.end_lr,
+        key=key,
+        shuffle="per_seed",
+        validation=None,
+        curve=RANGE_TEST_CURVE,
+        execution=execution,
+        progress=False,
     )
+    settings.report(
+        f"range test: {result.num_lanes} lanes x {search.range_test_steps} steps", begin
+    )
+    return _run_race(tasks, data, result, settings, key, execution, begin)
 
 
-def _candidates(
+def _propose(
     curve: RangeTestResult, kinds: Sequence[str]
 ) -> tuple[list[Candidate], dict[str, dict[str, float]]]:
     """Every grid point's bracket of peaks x ``kinds``; the picks left outside, per point."""
@@ -528,28 +462,22 @@ def _candidates(
     return candidates, outside
 
 
-def _race(
-    task: Any,
-    start: Any,
+def _run_race(
+    tasks: _LaneTasks,
     data: Any,
     curve: RangeTestResult,
     settings: _Settings,
     key: jax.Array,
-    request: _engine.Request,
+    execution: Execution,
     begin: float,
-    *,
-    moment: str | None,
-    base_momentum: float | None,
-    has_metric: bool,
-    grid_names: Sequence[str],
-    factory: Any,
 ) -> ScheduleChoice:
     """Candidates from ``curve``, successive halving, the :class:`ScheduleChoice`."""
-    candidates, outside = _candidates(curve, settings.kinds)
+    candidates, outside = _propose(curve, settings.kinds)
+    moment, base_momentum = tasks.moment, tasks.base_momentum
     if not candidates:
         raise ValueError(
             "the range test gave no suggestion on any lane (every lane diverged at once or "
-            "its loss never fell); check start_lr, end_lr and the loss"
+            "its loss never fell); check Search.start_lr, Search.end_lr and the loss"
         )
     total, per_epoch = settings.total_steps, settings.steps_per_epoch
     budgets = [max(2, round(total * f)) for f in RUNG_FRACTIONS]
@@ -569,11 +497,11 @@ def _race(
         )
         schedules = {"learning_rate": lrs} | ({moment: moms} if moms is not None else {})
         dtype = num.float_dtype()
-        constants = {n: np.array([c.hparams[n] for c in runs], dtype) for n in grid_names}
+        constants = {n: np.array([c.hparams[n] for c in runs], dtype) for n in tasks.grid_names}
         evals = np.union1d(np.arange(per_epoch - 1, num_steps, per_epoch), [num_steps - 1])
         trained = train_lanes(
-            task,
-            start,
+            tasks.race,
+            tasks.start,
             data,
             num_steps=num_steps,
             batch_size=settings.batch_size,
@@ -583,10 +511,10 @@ def _race(
             key=race_key,
             val=settings.val,
             eval_steps=evals,
-            request=dataclasses.replace(request, chunk_size=min(per_epoch, num_steps)),
+            request=engine_request(execution, progress=False, chunk_size=min(per_epoch, num_steps)),
         )
         first = num_steps == budgets[0]
-        scores, trusted = _scores(trained.scores, has_metric=has_metric, first_rung=first)
+        scores, trusted = _scores(trained.scores, has_metric=tasks.has_metric, first_rung=first)
         settings.report(
             f"race rung: {len(chosen)} candidates x {num_seeds} seeds x {num_steps} steps "
             f"({trained.strategy})",
@@ -609,11 +537,11 @@ def _race(
         base_momentum=base_momentum,
         candidates=tuple(candidates),
         rungs=tuple(rungs),
-        score="validation metric" if has_metric else "-validation loss",
+        score="validation metric" if tasks.has_metric else "-validation loss",
         range_test=curve,
         seconds=time.perf_counter() - begin,
         outside=outside,
-        factory=factory,
+        factory=tasks.factory,
     )
 
 

@@ -9,11 +9,36 @@ import jax
 
 from clrjax import _grid, _injected
 from clrjax import _numerics as num
-from clrjax._range_test import run_range_test
+from clrjax._options import (
+    CURVE_KEYWORDS,
+    EXECUTION_KEYWORDS,
+    VALIDATION_KEYWORDS,
+    Curve,
+    Execution,
+    Model,
+    Validation,
+    check_model_applies,
+    moved_keywords,
+    moved_to,
+    resolve,
+)
+from clrjax._range_test import run_range_test, show_bar
 from clrjax._result import RangeTestResult
 from clrjax._step_task import StepTask
 
+# What a train step holds itself (its model state, loss outputs and dtypes):
+STEP_MODEL_REFUSED = ("state", "has_aux", "accumulation_steps", "compute_dtype")
 
+
+@moved_keywords(
+    {
+        **CURVE_KEYWORDS,
+        **moved_to("model", "init_fn takes_rng"),
+        **VALIDATION_KEYWORDS,
+        "val_step": ("validation", "step"),
+        **EXECUTION_KEYWORDS,
+    }
+)
 def range_test_step(
     train_step: Callable[..., Any],
     train_state: Any,
@@ -23,32 +48,15 @@ def range_test_step(
     num_steps: int = 100,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
-    ramp: str = "exp",
-    ramp_convention: str = "torch",
     grid: Mapping[str, Sequence[float]] | None = None,
     seeds: Sequence[int] | None = None,
-    init_fn: Callable[[jax.Array], Any] | None = None,
     key: jax.Array | int | None = None,
-    takes_rng: bool = False,
-    loss_key: str = "loss",
     shuffle: bool | str = True,
-    smoothing: str = "debiased_ema",
-    beta: float | str = "auto",
-    diverge_threshold: float | None = 4.0,
-    diverge_rebound: float | None = 0.5,
-    rebound_min_drop: float = 0.2,
-    val_data: Any = None,
-    val_every: int = 1,
-    val_batch_size: int | None = None,
-    val_step: Callable[..., Any] | None = None,
-    strategy: str = "auto",
-    lane_group_size: int | None = None,
-    shard_lanes: bool | None = None,
-    driver: str = "auto",
-    chunk_size: int | None = None,
-    progress: bool | None = None,
-    max_memory: float | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+    loss_key: str = "loss",
+    validation: Validation | None = None,
+    model: Model | None = None,
+    curve: Curve | None = None,
+    execution: Execution | None = None,
 ) -> RangeTestResult:
     r"""Runs the LR range test with your own ``train_step`` and train state, unchanged.
 
@@ -62,7 +70,7 @@ def range_test_step(
     values never recompile.
 
     **Train step protocol.** ``train_step(state, batch) -> (new_state, metrics)``
-    (``train_step(state, batch, key)`` with ``takes_rng=True``: a PRNG key
+    (``train_step(state, batch, key)`` with ``Model(takes_rng=True)``: a PRNG key
     distinct per lane and step). ``metrics`` is the scalar training loss, or a
     mapping whose ``loss_key`` entry is. The new state must keep the structure,
     shapes and dtypes of the old.
@@ -73,54 +81,36 @@ def range_test_step(
     Args:
       train_step: the train step (protocol above); it is traced, not changed.
       train_state: the initial train state; never modified. May be ``None`` with
-        ``init_fn``.
+        ``Model.init_fn``.
       data: a pytree of arrays sharing a leading example axis, sampled in
         batches of ``batch_size``; or an iterable of ready batches.
       batch_size: examples per batch.
       num_steps: steps (>= 2).
       start_lr: learning rate of step 0 (> 0).
       end_lr: final learning rate (> ``start_lr``).
-      ramp: ``"exp"`` or ``"linear"``.
-      ramp_convention: ``"torch"`` (the last step uses ``end_lr``) or ``"fastai"``.
       grid: ``{name: values}`` of injected optimizer hyperparameters; lanes are
         the cartesian product in row-major order of the dict.
       seeds: integer seeds in ``[0, 2**32)``, the last grid axis ``"seed"``.
-      init_fn: ``init_fn(lane_key) -> train_state``, replacing ``train_state``.
       key: a PRNG key or an int seed (``None``: seed 0).
-      takes_rng: pass a PRNG key to ``train_step`` as its last argument.
-      loss_key: the entry of mapping metrics that holds the loss.
       shuffle: ``True``, ``False`` or ``"per_seed"`` (as in ``range_test``).
-      smoothing: ``"debiased_ema"`` (fastai) or ``"ema"`` (torch-lr-finder).
-      beta: EMA coefficient in ``[0, 1)``, or ``"auto"`` (tied to the ramp).
-      diverge_threshold: the divergence factor :math:`\tau` (> 1), or ``None``.
-      diverge_rebound: the fraction of its fall a rebounding loss climbs back
-        before the lane is flagged, or ``None``.
-      rebound_min_drop: the fall, as a fraction of the start level, that arms
-        the rebound rule.
-      val_data: validation data, scored with ``val_step`` after every
-        ``val_every``-th step.
-      val_every: validation period in steps.
-      val_batch_size: validation batch size (default: all at once).
-      val_step: ``val_step(state, batch) -> metrics`` (the loss read as from
-        ``train_step``); required with ``val_data``.
-      strategy: ``"auto"``, ``"timed"``, ``"vmap"``, ``"serial"`` or ``"map"``
-        (as in ``range_test``).
-      lane_group_size: lanes per group for ``"serial"`` and ``"map"``.
-      shard_lanes: split the lanes over all devices; ``None``: when there are several.
-      driver: ``"auto"``, ``"scan"``, ``"chunks"`` or ``"python"``.
-      chunk_size: steps per chunk.
-      progress: show a tqdm bar; ``None``: when tqdm is installed and stderr is a terminal.
-      max_memory: bytes the lanes may use per device.
-      mesh: a ``jax.sharding.Mesh`` with the axes ``("lanes", "data")``: lanes
-        split over ``"lanes"``, each lane's batch over ``"data"`` (``docs/scale.md``).
+      loss_key: the entry of mapping metrics that holds the loss.
+      validation: a :class:`clrjax.Validation` whose ``step(state, batch) ->
+        metrics`` (required; the loss read as from ``train_step``) scores its
+        ``data``, or ``None``.
+      model: a :class:`clrjax.Model` with ``init_fn(lane_key) -> train_state``
+        and ``takes_rng`` (its other fields are the train step's own).
+      curve: a :class:`clrjax.Curve`: the ramp, smoothing and divergence rules.
+      execution: an :class:`clrjax.Execution`: strategy, driver, sharding,
+        memory budget, progress bar.
 
     Returns:
       A :class:`clrjax.RangeTestResult`.
 
     Raises:
       ValueError, TypeError: for invalid arguments, naming the argument; a state
-        without an injected ``learning_rate`` (or grid value) says how to inject it.
-      MemoryError: when not even one lane at a time fits ``max_memory``, or the
+        without an injected ``learning_rate`` (or grid value) says how to inject it;
+        a keyword that moved into an option object names its new home.
+      MemoryError: when not even one lane at a time fits ``Execution.max_memory``, or the
         per-step host arrays (``num_steps`` x the batch indices and the lanes'
         losses) would not fit in half the RAM.
       RangeTestInterrupted: on Ctrl-C, with the partial result.
@@ -145,60 +135,59 @@ def range_test_step(
     """
     if not callable(train_step):
         raise TypeError(f"train_step must be callable, got {train_step!r}")
-    num.check_flag("takes_rng", takes_rng)
-    if train_state is None and init_fn is None:
-        raise ValueError("train_state must be given unless init_fn is")
-    if init_fn is not None:
-        state_shape = num.checked_init(init_fn)
-        what = "init_fn(key)"
-    else:
-        state_shape, what = train_state, "train_state"
+    model, curve, execution = (
+        resolve("model", model),
+        resolve("curve", curve),
+        resolve("execution", execution),
+    )
+    check_model_applies(model, "range_test_step", STEP_MODEL_REFUSED)
+    if validation is not None:
+        validation = resolve("validation", validation)
+        if validation.loss_fn is not None:
+            raise ValueError(
+                "Validation.loss_fn does not apply to range_test_step; pass "
+                "Validation.step, a function step(state, batch) -> metrics"
+            )
+        if validation.step is None:
+            raise ValueError(
+                "range_test_step's validation needs Validation.step: a function "
+                "step(state, batch) -> metrics (the loss, or a mapping with it under loss_key)"
+            )
+    state_shape, what = start_state(train_state, model)
     if not isinstance(loss_key, str):
         raise TypeError(f"loss_key must be a string, got {loss_key!r}")
-    if val_data is not None and val_step is None:
-        raise ValueError(
-            "val_data needs val_step=...: a function val_step(state, batch) -> metrics "
-            "(the loss, or a mapping with it under loss_key)"
-        )
-    if val_step is not None and not callable(val_step):
-        raise TypeError(f"val_step must be callable, got {val_step!r}")
     lanes = _grid.expand_grid(grid, seeds)
     _injected.check_injected(state_shape, ("learning_rate", *lanes.optimizer_names), what)
     task = StepTask(
         train_step=train_step,
-        val_step=val_step,
+        val_step=None if validation is None else validation.step,
         loss_key=loss_key,
-        takes_rng=bool(takes_rng),
-        init_fn=init_fn,
+        takes_rng=bool(model.takes_rng),
+        init_fn=model.init_fn,
     )
     return run_range_test(
         task,
         train_state,
         data,
         lanes=lanes,
-        micro=1,
+        accumulation_steps=1,
         batch_size=batch_size,
         num_steps=num_steps,
         start_lr=start_lr,
         end_lr=end_lr,
-        ramp=ramp,
-        ramp_convention=ramp_convention,
         key=key,
         shuffle=shuffle,
-        smoothing=smoothing,
-        beta=beta,
-        diverge_threshold=diverge_threshold,
-        diverge_rebound=diverge_rebound,
-        rebound_min_drop=rebound_min_drop,
-        val_data=val_data,
-        val_every=val_every,
-        val_batch_size=val_batch_size,
-        strategy=strategy,
-        lane_group_size=lane_group_size,
-        shard_lanes=shard_lanes,
-        driver=driver,
-        chunk_size=chunk_size,
-        progress=progress,
-        max_memory=max_memory,
-        mesh=mesh,
+        validation=validation,
+        curve=curve,
+        execution=execution,
+        progress=show_bar(execution),
     )
+
+
+def start_state(train_state: Any, model: Model, *, concrete: bool = False) -> tuple[Any, str]:
+    """The train state to check (``init_fn``'s with ``Model.init_fn``) and what to call it."""
+    if model.init_fn is not None:
+        return num.checked_init(model.init_fn, concrete=concrete), "init_fn(key)"
+    if train_state is None:
+        raise ValueError("train_state must be given unless Model.init_fn is")
+    return train_state, "train_state"

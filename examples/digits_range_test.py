@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         start_lr=1e-4,
         end_lr=10.0,
         grid={"weight_decay": [1e-3, 1e-4, 1e-5, 0.0]},
-        progress=False,
+        execution=clrjax.Execution(progress=False),
     )
     suggested = result.suggest()  # the default method, "minimum"
     print(f"strategy: {result.strategy}, {result.num_lanes} lanes x {result.num_steps} steps")

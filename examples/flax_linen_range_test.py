@@ -88,14 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         loss_fn,
         variables["params"],
         train_data,
-        state=variables["batch_stats"],
         seeds=[0, 1, 2],
         shuffle="per_seed",
         batch_size=batch_size,
         num_steps=steps,
         start_lr=1e-5,
         end_lr=10.0,
-        progress=False,
+        model=clrjax.Model(state=variables["batch_stats"]),
+        execution=clrjax.Execution(progress=False),
     )
     for method in ("valley", "minimum"):
         spread = clrjax.suggest_spread(result.lrs, result.smoothed, method)
@@ -115,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         loss_fn,
         variables["params"],
         train_data,
-        state=variables["batch_stats"],
         val_data=val_data,
         val_metric=accuracy,
         total_steps=epochs * steps_per_epoch,
         batch_size=batch_size,
         optimizer=functools.partial(optax.sgd, momentum=0.9, nesterov=True),
         kinds=("one_cycle",),
-        range_test_steps=steps,
+        model=clrjax.Model(state=variables["batch_stats"]),
+        search=clrjax.Search(range_test_steps=steps),
     )
     print(choice)
     print(f"1cycle max LR {choice.learning_rate:.3g} (find_schedule, {choice.decided_by})")

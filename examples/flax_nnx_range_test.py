@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         start_lr=1e-5,
         end_lr=10.0,
         grid={"weight_decay": WEIGHT_DECAYS},
-        progress=False,
+        execution=clrjax.Execution(progress=False),
     )
     suggested = result.suggest()
     for i in range(result.num_lanes):
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         total_steps=epochs * steps_per_epoch,
         batch_size=batch_size,
         grid={"weight_decay": WEIGHT_DECAYS},
-        range_test_steps=steps,
+        search=clrjax.Search(range_test_steps=steps),
     )
     print(choice)
     print(f"{choice.kind} at LR {choice.learning_rate:.3g} (find_schedule, {choice.decided_by})")

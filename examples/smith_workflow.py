@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         end_lr=10.0,
         optimizer=sgd,
         grid={"weight_decay": WEIGHT_DECAYS, "momentum": MOMENTA},
-        progress=False,
+        execution=clrjax.Execution(progress=False),
     )
     print(f"  {result.strategy}, {result.num_lanes} lanes")
     range_test_table(result)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         grid={"weight_decay": WEIGHT_DECAYS},
         val_metric=demo.mlp_accuracy,  # fraction right: higher is better
         kinds=("one_cycle",),
-        range_test_steps=steps if args.quick else 100,
+        search=clrjax.Search(range_test_steps=steps if args.quick else 100),
     )
     print(f"  {len(choice.candidates)} candidates raced; validation accuracy per rung:")
     race_table(choice)

@@ -134,14 +134,12 @@ def linen_example(data: demo.Dataset, hidden: int, steps: int, epochs: int, batc
         state,
         train_data,
         grid={"weight_decay": WEIGHT_DECAYS},
-        takes_rng=True,  # linen_train_step(state, batch, key)
-        val_data=val_data,
-        val_step=linen_eval_step,
-        val_every=10,
         batch_size=batch_size,
         num_steps=steps,
         start_lr=1e-5,
         end_lr=10.0,
+        validation=clrjax.Validation(val_data, step=linen_eval_step, every=10),
+        model=clrjax.Model(takes_rng=True),  # linen_train_step(state, batch, key)
     )
     best = report(result)
     val = result.val_losses[best.index]
@@ -159,8 +157,8 @@ def linen_example(data: demo.Dataset, hidden: int, steps: int, epochs: int, batc
         total_steps=epochs * steps_per_epoch,
         batch_size=batch_size,
         grid={"weight_decay": WEIGHT_DECAYS},
-        takes_rng=True,
-        range_test_steps=steps,
+        model=clrjax.Model(takes_rng=True),
+        search=clrjax.Search(range_test_steps=steps),
     )
     print(f"  {choice}")
     print(f"  decided by {choice.decided_by}")

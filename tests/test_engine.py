@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _flat_options import fold
 
 import clrjax
 from clrjax import _engine
@@ -62,7 +63,8 @@ CNN_PARAMS = {
 
 def run(loss_fn=mlp_loss, params=None, **kw):
     params = MLP_PARAMS if params is None else params
-    return clrjax.range_test(loss_fn, params, (X, Y), **{"grid": GRID, **FAST, **kw})
+    kw = fold(clrjax.range_test, {"grid": GRID, **FAST, **kw})  # option fields given flat
+    return clrjax.range_test(loss_fn, params, (X, Y), **kw)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _flat_options import fold
 
 import clrjax
 from clrjax import _candidates, _find_schedule, _race, _training
@@ -44,7 +45,8 @@ def accuracy(params, batch):
     return jnp.mean(jnp.argmax(logits(params, x), axis=1) == y)
 
 
-FAST = dict(total_steps=72, batch_size=32, range_test_steps=40, start_lr=1e-4, init_fn=init_fn)
+SEARCH = clrjax.Search(range_test_steps=40, start_lr=1e-4)
+FAST = dict(total_steps=72, batch_size=32, model=clrjax.Model(init_fn=init_fn), search=SEARCH)
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +165,9 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
     ],
 )
 def test_bad_input(kwargs, error, match):
-    args = dict(FAST, val_data=VAL)
-    args.update(kwargs)
-    data = args.pop("data", TRAIN)
     with pytest.raises(error, match=match):
+        args = fold(clrjax.find_schedule, {**FAST, "val_data": VAL, **kwargs})
+        data = args.pop("data", TRAIN)
         clrjax.find_schedule(loss_fn, None, data, **args)
 
 
@@ -199,7 +200,7 @@ def test_find_schedule_step_races_the_users_train_step(choice):
             "accuracy": accuracy(state["params"], batch),
         }
 
-    kw = {k: v for k, v in FAST.items() if k != "init_fn"}
+    kw = {k: v for k, v in FAST.items() if k != "model"}
     step_choice = clrjax.find_schedule_step(
         train_step,
         None,
@@ -207,8 +208,8 @@ def test_find_schedule_step_races_the_users_train_step(choice):
         val_data=VAL,
         val_step=val_step,
         metric_key="accuracy",
-        init_fn=make_state,
         **kw,
+        model=clrjax.Model(init_fn=make_state),
     )
     assert step_choice.momentum_name == "momentum"
     assert step_choice.base_momentum == pytest.approx(0.9)
@@ -238,22 +239,25 @@ def test_model_state_is_threaded_through_the_race():
     def stateful_accuracy(params, count, batch):
         return accuracy(params, batch) * (count > 0)  # the state reached validation
 
-    kw = dict(FAST, total_steps=27, range_test_steps=20)
     choice = clrjax.find_schedule(
         stateful_loss,
         None,
         TRAIN,
         val_data=VAL,
-        state=jnp.float32(0.0),
         val_metric=stateful_accuracy,
         kinds=("decay",),
-        **kw,
+        total_steps=27,
+        batch_size=32,
+        model=clrjax.Model(init_fn=init_fn, state=jnp.float32(0.0)),
+        search=clrjax.Search(range_test_steps=20, start_lr=1e-4),
     )
     assert np.nanmax(choice.candidate_scores()) > 0.5
 
 
 PARAMS = init_fn(jax.random.key(0))
-QUICK = dict(total_steps=18, batch_size=32, range_test_steps=10, start_lr=1e-4)
+QUICK = dict(
+    total_steps=18, batch_size=32, search=clrjax.Search(range_test_steps=10, start_lr=1e-4)
+)
 
 
 @pytest.mark.parametrize("case", ["nan_metric", "nan_val_data"])
@@ -308,10 +312,19 @@ def test_range_test_steps_must_give_a_suggestion():
     minimum = _candidates.MIN_RANGE_TEST_STEPS
     with pytest.raises(ValueError, match=f"range_test_steps must be >= {minimum}, got 5"):
         clrjax.find_schedule(
-            loss_fn, PARAMS, TRAIN, val_data=VAL, **dict(QUICK, range_test_steps=5)
+            loss_fn,
+            PARAMS,
+            TRAIN,
+            val_data=VAL,
+            **dict(QUICK, search=clrjax.Search(range_test_steps=5, start_lr=1e-4)),
         )
     choice = clrjax.find_schedule(
-        loss_fn, PARAMS, TRAIN, val_data=VAL, kinds="decay", **dict(QUICK, range_test_steps=minimum)
+        loss_fn,
+        PARAMS,
+        TRAIN,
+        val_data=VAL,
+        kinds="decay",
+        **dict(QUICK, search=clrjax.Search(range_test_steps=minimum, start_lr=1e-4)),
     )
     assert choice.range_test.num_steps == minimum
 
@@ -356,10 +369,20 @@ def test_train_step_side_effects_run_at_trace_time_only():
 
     state = {"params": PARAMS, "opt": tx.init(PARAMS)}
     clrjax.range_test_step(
-        train_step, state, TRAIN, batch_size=32, num_steps=20, val_data=VAL, val_step=val_step
+        train_step,
+        state,
+        TRAIN,
+        batch_size=32,
+        num_steps=20,
+        validation=clrjax.Validation(VAL, step=val_step),
     )
     assert traces == {"train": 2, "val": 2}
     clrjax.range_test_step(
-        train_step, state, TRAIN, batch_size=32, num_steps=20, val_data=VAL, val_step=val_step
+        train_step,
+        state,
+        TRAIN,
+        batch_size=32,
+        num_steps=20,
+        validation=clrjax.Validation(VAL, step=val_step),
     )
     assert traces == {"train": 2, "val": 2}  # the same call again: nothing traced

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 import pytest
+from _flat_options import fold
 
 import clrjax
 from clrjax import RangeTestResult, plotting
@@ -70,6 +71,17 @@ def _outcome(call, names, *, memory=False):
             f"{type(e).__name__} names none of {names}: {message}"
         )
         return False, None
+
+
+def _folded(fn, *args, **kw):
+    """``fn`` with the flat option fields of these tables folded into option objects."""
+    return fn(*args, **fold(fn, kw))
+
+
+def _named(fn, names):
+    """``names`` and, for keywords that moved, the option fields they moved to."""
+    moved = fn.moved_keywords
+    return (*names, *(f"{moved[n][0].capitalize()}.{moved[n][1]}" for n in names if n in moved))
 
 
 def _label(value):
@@ -854,7 +866,7 @@ def test_range_test_argument(no_engine, entry, arg, value):
     fn, args, kw = _range_test_call(entry, **{arg: value})
     names = (arg, *RANGE_TEST_ALSO.get(arg, ()))
     with contextlib.suppress(_Reached):
-        _outcome(lambda: fn(*args, **kw), names, memory=True)
+        _outcome(lambda: _folded(fn, *args, **kw), _named(fn, names), memory=True)
 
 
 @pytest.mark.parametrize("entry", ["range_test", "range_test_step"])
@@ -869,7 +881,7 @@ def test_range_test_random_combinations(no_engine, entry):
         fn, pos, kw = _range_test_call(entry, **changes)
         names = tuple(a for arg in args for a in (arg, *RANGE_TEST_ALSO.get(arg, ())))
         with contextlib.suppress(_Reached):
-            _outcome(functools.partial(fn, *pos, **kw), names, memory=True)
+            _outcome(functools.partial(_folded, fn, *pos, **kw), _named(fn, names), memory=True)
 
 
 FIND_SCHEDULE_ARGS = {
@@ -928,24 +940,24 @@ def test_find_schedule_argument(no_engine, entry, arg, value):
     kw[arg] = value
     names = (arg, *RANGE_TEST_ALSO.get(arg, ()))
     with contextlib.suppress(_Reached):
-        _outcome(lambda: fn(*args, **kw), names, memory=True)
+        _outcome(lambda: _folded(fn, *args, **kw), _named(fn, names), memory=True)
 
 
 def test_validation_regressions(no_engine):
     # Regression: each of these failed with a message naming no argument (or a
     # ZeroDivisionError), or was accepted and failed later inside JAX.
     run = functools.partial(
-        clrjax.range_test, _loss_fn, jnp.zeros(3), _DATA, batch_size=8, num_steps=4
+        _folded, clrjax.range_test, _loss_fn, jnp.zeros(3), _DATA, batch_size=8, num_steps=4
     )
     find = functools.partial(
-        clrjax.find_schedule, _loss_fn, jnp.zeros(3), _DATA, val_data=_VAL, total_steps=9
+        _folded, clrjax.find_schedule, _loss_fn, jnp.zeros(3), _DATA, val_data=_VAL, total_steps=9
     )
     checks = [
         (lambda: find(progress="yes"), TypeError, "progress"),
         (lambda: find(val_batch_size=0), ValueError, "val_batch_size"),
         (lambda: find(decay_rate=[0.5]), TypeError, "decay_rate"),
-        (lambda: run(val_data=_VAL, val_batch_size=0), ValueError, "val_batch_size"),
-        (lambda: run(val_loss_fn="x"), TypeError, "val_loss_fn"),
+        (lambda: run(val_data=_VAL, val_batch_size=0), ValueError, "Validation.batch_size"),
+        (lambda: run(val_data=_VAL, val_loss_fn="x"), TypeError, "Validation.loss_fn"),
         (lambda: run(beta=[0.5]), TypeError, "beta"),
         (lambda: run(max_memory=[1e9]), TypeError, "max_memory"),
         (lambda: run(has_aux="x"), TypeError, "has_aux"),
@@ -953,21 +965,20 @@ def test_validation_regressions(no_engine):
         (lambda: run(state={"a": "x"}), TypeError, r"state\['a'\]"),
         (lambda: run(grid={"weight_decay": [1e39]}), ValueError, "weight_decay"),
         (
-            lambda: clrjax.range_test(_loss_fn, None, _DATA, init_fn=lambda key: "x"),
+            lambda: _folded(clrjax.range_test, _loss_fn, None, _DATA, init_fn=lambda key: "x"),
             TypeError,
             "init_fn",
         ),
         (lambda: clrjax.range_test(_loss_fn, "x", _DATA), TypeError, "params"),
         (lambda: run(accumulation_steps=10**9), MemoryError, "accumulation_steps"),
         (
-            lambda: clrjax.find_schedule(
-                _loss_fn, jnp.zeros(3), _DATA, val_data=_VAL, total_steps=9, range_test_steps=1
-            ),
+            lambda: find(range_test_steps=1),
             ValueError,
             "range_test_steps",
         ),
         (
-            lambda: clrjax.find_schedule_step(
+            lambda: _folded(
+                clrjax.find_schedule_step,
                 _train_step,
                 None,
                 _DATA,
@@ -1010,7 +1021,8 @@ def _check_run(result, num_lanes, num_steps):
 
 def test_range_test_tiny_runs():
     """Two runs of accepted edge cases (each compiles, so only two)."""
-    result = clrjax.range_test(
+    result = _folded(
+        clrjax.range_test,
         _loss_fn,
         jnp.zeros(3),
         _DATA,
@@ -1026,7 +1038,8 @@ def test_range_test_tiny_runs():
     )
     _check_run(result, 1, 2)
     assert result.diverged_at[0] in (-1, 1)
-    result = clrjax.range_test_step(
+    result = _folded(
+        clrjax.range_test_step,
         _train_step,
         None,
         [(_X[i : i + 8], _Y[i : i + 8]) for i in range(0, 32, 8)],  # a list of batches

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _flat_options import fold
 
 import clrjax
 from clrjax import _grid, _ramp
@@ -24,7 +25,13 @@ Y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * np.asarray(jax.random.normal(jax.rand
 W0 = np.zeros(D, np.float32)
 # The tests below check the rules fastai and torch-lr-finder share (the rebound rule,
 # on by default, has its own tests at the end).
-FAST = dict(batch_size=16, num_steps=30, start_lr=1e-3, end_lr=3.0, diverge_rebound=None)
+FAST = dict(
+    batch_size=16,
+    num_steps=30,
+    start_lr=1e-3,
+    end_lr=3.0,
+    curve=clrjax.Curve(diverge_rebound=None),
+)
 
 
 def mse(w, batch):
@@ -33,8 +40,8 @@ def mse(w, batch):
 
 
 def run(**kw):
-    args = dict(FAST)
-    args.update(kw)
+    """``range_test`` on the shared problem; option fields may be given flat (``beta=0.9``)."""
+    args = fold(clrjax.range_test, {**FAST, **kw})
     loss_fn = args.pop("loss_fn", mse)
     params = args.pop("params", jnp.asarray(W0))
     data = args.pop("data", (X, Y))
@@ -173,13 +180,15 @@ def test_matches_torch_lr_finder(case):
         num_steps=case["num_iter"],
         start_lr=case["start_lr"],
         end_lr=case["end_lr"],
-        ramp=case["step_mode"],
         grid={"momentum": [case["momentum"]], "weight_decay": [case["weight_decay"]]},
         shuffle=False,
-        smoothing="ema",
-        beta=1 - case["smooth_f"],
-        diverge_threshold=case["diverge_th"],
-        diverge_rebound=None,  # torch-lr-finder has only the threshold rule
+        curve=clrjax.Curve(
+            ramp=case["step_mode"],
+            smoothing="ema",
+            beta=1 - case["smooth_f"],
+            diverge_threshold=case["diverge_th"],
+            diverge_rebound=None,  # torch-lr-finder has only the threshold rule
+        ),
     )
     k = len(case["lrs"])
     assert k < case["num_iter"]  # torch-lr-finder stopped at the diverging step ...
@@ -264,11 +273,9 @@ def test_closed_form_least_squares_thresholds():
         num_steps=40,
         start_lr=0.75,
         end_lr=1.1,
-        ramp="linear",
         grid={"weight_decay": wds, "momentum": [0.0]},
         shuffle=False,
-        beta=0.0,
-        diverge_threshold=1.001,
+        curve=clrjax.Curve(ramp="linear", beta=0.0, diverge_threshold=1.001),
     )
     for i, thr in enumerate(thresholds):
         d = r.diverged_at[i]
@@ -348,21 +355,23 @@ def test_shard_lanes_over_two_devices():
             shardings.append(getattr(groups[0].carry.train.params.sharding, "spec", None))
             return drive(program, groups, *args, **kwargs)
         engine_run.drive = spy
-        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=False, **kw)
+        unsharded = clrjax.Execution(shard_lanes=False)
+        a = clrjax.range_test(loss, np.zeros(3, np.float32), data, execution=unsharded, **kw)
         assert "sharded" not in a.strategy, a.strategy
         b = clrjax.range_test(loss, np.zeros(3, np.float32), data, **kw)  # auto: sharded
         np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
         assert b.strategy == "vmap+sharded[2]/scan", b.strategy
         assert shardings[1] == jax.sharding.PartitionSpec("lanes"), shardings
         for placement in ("serial", "map"):
-            c = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True,
-                                  strategy=placement, **kw)
+            sharded = clrjax.Execution(shard_lanes=True, strategy=placement)
+            c = clrjax.range_test(loss, np.zeros(3, np.float32), data, execution=sharded, **kw)
             np.testing.assert_allclose(a.losses, c.losses, rtol=1e-5)
             assert "+sharded[2]/" in c.strategy, c.strategy
         # 3 lanes over 2 devices: padded to 4, the padding dropped
         kw["grid"] = {"weight_decay": [1e-3, 1e-2, 0.0]}
-        d = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=False, **kw)
-        e = clrjax.range_test(loss, np.zeros(3, np.float32), data, shard_lanes=True, **kw)
+        d = clrjax.range_test(loss, np.zeros(3, np.float32), data, execution=unsharded, **kw)
+        sharded = clrjax.Execution(shard_lanes=True)
+        e = clrjax.range_test(loss, np.zeros(3, np.float32), data, execution=sharded, **kw)
         assert e.losses.shape == (3, 20) and e.strategy == "vmap+sharded[2]/scan"
         np.testing.assert_allclose(d.losses, e.losses, rtol=1e-5)
         np.testing.assert_array_equal(d.diverged_at, e.diverged_at)
@@ -505,7 +514,9 @@ def test_init_fn_and_per_seed_shuffle():
     def init_fn(key):
         return jax.random.normal(key, (D,))
 
-    r = clrjax.range_test(mse, None, (X, Y), init_fn=init_fn, seeds=[3, 4], **FAST)
+    r = clrjax.range_test(
+        mse, None, (X, Y), seeds=[3, 4], **FAST, model=clrjax.Model(init_fn=init_fn)
+    )
     assert r.losses[0, 0] != r.losses[1, 0]
     same_init = run(seeds=[3, 4], shuffle="per_seed")
     assert same_init.losses[0, 0] != same_init.losses[1, 0]
@@ -574,7 +585,11 @@ def test_flax_linen_and_nnx():
 
     stats0 = bn_vars["batch_stats"]
     r3 = clrjax.range_test(
-        bn_loss, bn_vars["params"], (X, Y), state={"batch_stats": stats0}, **FAST
+        bn_loss,
+        bn_vars["params"],
+        (X, Y),
+        **FAST,
+        model=clrjax.Model(state={"batch_stats": stats0}),
     )
     assert np.all(np.isfinite(r3.losses[0, :10]))
     np.testing.assert_array_equal(stats0["BatchNorm_0"]["mean"], np.zeros(D))
@@ -594,7 +609,9 @@ def test_flax_linen_and_nnx():
         loss = jnp.mean((module(batch[0]) - batch[1]) ** 2)
         return loss, nnx.state(module, nnx.BatchStat)
 
-    r4 = clrjax.range_test(nnx_bn_loss, nnx_params, (X, Y), state=nnx_stats, **FAST)
+    r4 = clrjax.range_test(
+        nnx_bn_loss, nnx_params, (X, Y), **FAST, model=clrjax.Model(state=nnx_stats)
+    )
     assert np.all(np.isfinite(r4.losses[0, :10]))
     np.testing.assert_array_equal(nnx_stats["bn"]["mean"][...], np.zeros(D))
 
@@ -771,7 +788,9 @@ def test_a_classifier_collapsing_to_chance_is_flagged_by_the_rebound_rule():
 
     kw = dict(batch_size=64, num_steps=100, start_lr=1e-4, end_lr=1e3, optimizer=optax.sgd)
     w0 = jnp.zeros((64, 10))
-    plain = clrjax.range_test(loss_fn, w0, (data.x_train, data.y_train), diverge_rebound=None, **kw)
+    plain = clrjax.range_test(
+        loss_fn, w0, (data.x_train, data.y_train), **kw, curve=clrjax.Curve(diverge_rebound=None)
+    )
     ruled = clrjax.range_test(loss_fn, w0, (data.x_train, data.y_train), **kw)
     assert plain.diverged_at[0] == -1  # the 4x rule never fires: bounded loss
     d = int(ruled.diverged_at[0])

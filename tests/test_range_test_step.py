@@ -1,5 +1,7 @@
 """Tests for clrjax.range_test_step (the range test on the user's own train step)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,9 +69,16 @@ def test_chain_with_clipping_and_validation():
         optax.clip_by_global_norm(1.0),
         optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=1e-4),
     )
-    kw = dict(grid={"weight_decay": [0.0, 0.1]}, val_data=(X, Y), val_every=5, **FAST)
-    step = clrjax.range_test_step(make_step(tx), start(tx), (X, Y), val_step=val_step, **kw)
-    loss = clrjax.range_test(mse, jnp.zeros(D), (X, Y), optimizer=tx, **kw)
+    kw = dict(grid={"weight_decay": [0.0, 0.1]}, **FAST)
+    val = clrjax.Validation((X, Y), every=5)
+    step = clrjax.range_test_step(
+        make_step(tx),
+        start(tx),
+        (X, Y),
+        validation=dataclasses.replace(val, step=val_step),
+        **kw,
+    )
+    loss = clrjax.range_test(mse, jnp.zeros(D), (X, Y), optimizer=tx, validation=val, **kw)
     np.testing.assert_allclose(step.losses, loss.losses, **SAME)
     np.testing.assert_allclose(step.val_losses, loss.val_losses, **SAME)
     np.testing.assert_array_equal(step.val_steps, [4, 9, 14, 19, 24, 29])
@@ -114,9 +123,9 @@ def test_scalar_metrics_loss_key_and_rng():
         new, metrics = inner(state, batch)
         return new, metrics["loss"] * 0.0 + jax.random.uniform(key)
 
-    kw = dict(FAST, diverge_threshold=None, num_steps=5)
+    kw = dict(FAST, curve=clrjax.Curve(diverge_threshold=None), num_steps=5)
     noisy = clrjax.range_test_step(
-        noisy_step, start(tx), (X, Y), takes_rng=True, seeds=[0, 1], **kw
+        noisy_step, start(tx), (X, Y), seeds=[0, 1], **kw, model=clrjax.Model(takes_rng=True)
     )
     assert len(set(noisy.losses[0].tolist())) == 5
     assert not np.allclose(noisy.losses[0], noisy.losses[1])
@@ -190,8 +199,10 @@ def test_bad_input():
     scheduled = clrjax.scheduled(optax.sgd, learning_rate=clrjax.one_cycle_schedule(100, 0.1))
     with pytest.raises(ValueError, match="schedule"):
         clrjax.range_test_step(make_step(scheduled), start(scheduled), (X, Y), **FAST)
-    with pytest.raises(ValueError, match="val_step"):
-        clrjax.range_test_step(make_step(tx), start(tx), (X, Y), val_data=(X, Y), **FAST)
+    with pytest.raises(ValueError, match=r"needs Validation\.step"):
+        clrjax.range_test_step(
+            make_step(tx), start(tx), (X, Y), **FAST, validation=clrjax.Validation((X, Y))
+        )
     with pytest.raises(ValueError, match="loss_key"):
         clrjax.range_test_step(make_step(tx), start(tx), (X, Y), loss_key="objective", **FAST)
     with pytest.raises(ValueError, match=r"\(new_state, metrics\)"):

@@ -35,6 +35,16 @@ FAST = dict(batch_size=16, num_steps=20, start_lr=1e-3, end_lr=300.0, diverge_th
 RTOL = 2e-5
 
 
+def flat(entry_point, *args, **kwargs):
+    """``clrjax.<entry_point>`` with option fields given flat (``mesh=...``), as here."""
+    from _flat_options import fold
+
+    import clrjax
+
+    fn = getattr(clrjax, entry_point)
+    return fn(*args, **fold(fn, kwargs))
+
+
 def loss_fn(params, batch):
     import jax
     import jax.numpy as jnp
@@ -66,15 +76,23 @@ def runs(mesh=None, shard=None):
     ``mesh``: the ``("lanes", "data")`` mesh of the runs that take one; ``shard``:
     ``shard_lanes`` of the others.
     """
-    import clrjax
 
     both = dict(mesh=mesh) if mesh is not None else dict(shard_lanes=shard)
     out = {
-        "lanes": clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=shard, **FAST),
-        "mesh": clrjax.range_test(
-            loss_fn, W0, (X, Y), grid=GRID6, val_data=(X[:32], Y[:32]), val_every=5, **both, **FAST
+        "lanes": flat("range_test", loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=shard, **FAST),
+        "mesh": flat(
+            "range_test",
+            loss_fn,
+            W0,
+            (X, Y),
+            grid=GRID6,
+            val_data=(X[:32], Y[:32]),
+            val_every=5,
+            **both,
+            **FAST,
         ),
-        "step": clrjax.range_test_step(
+        "step": flat(
+            "range_test_step",
             train_step,
             {"params": W0, "opt": _TX().init(W0)},
             (X, Y),
@@ -85,7 +103,8 @@ def runs(mesh=None, shard=None):
             **FAST,
         ),
     }
-    choice = clrjax.find_schedule(
+    choice = flat(
+        "find_schedule",
         loss_fn,
         W0,
         (X[:64], Y[:64]),
@@ -199,7 +218,7 @@ WORKER = textwrap.dedent(
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("lanes", "data")))
     local = jax.make_array_from_process_local_data
     data = (local(sharding, t.X[half]), local(sharding, t.Y[half]))
-    shards = clrjax.range_test(t.loss_fn, t.W0, data, grid=t.GRID6, **t.FAST)
+    shards = t.flat("range_test", t.loss_fn, t.W0, data, grid=t.GRID6, **t.FAST)
     out["local_shards"] = t.summary({{"local_shards": shards}})["local_shards"]
     out["processes"], out["devices"] = jax.process_count(), jax.device_count()
     print(json.dumps(out))
@@ -254,7 +273,7 @@ MESHES = textwrap.dedent(
         return drive(program, groups, shared, plan, **kw)
 
     runner.drive = spy
-    run = lambda **kw: clrjax.range_test(t.loss_fn, t.W0, (t.X, t.Y), **{{**t.FAST, **kw}})
+    run = lambda **kw: t.flat("range_test", t.loss_fn, t.W0, (t.X, t.Y), **{{**t.FAST, **kw}})
     out = {{}}
 
     def record(name, r):
@@ -276,7 +295,7 @@ MESHES = textwrap.dedent(
     record("padded", run(grid=t.GRID6, mesh=jax.make_mesh((4, 2), ("lanes", "data"))))
     batches = [(t.X[i : i + 16], t.Y[i : i + 16]) for i in range(0, 96, 16)]
     stream = dict(grid=t.GRID6, val_data=(t.X[:24], t.Y[:24]), val_every=4, mesh=mesh)
-    record("stream", clrjax.range_test(t.loss_fn, t.W0, batches, **{{**t.FAST, **stream}}))
+    record("stream", t.flat("range_test", t.loss_fn, t.W0, batches, **{{**t.FAST, **stream}}))
     errors = {{}}
     for name, kw in {{
         "indivisible batch": dict(mesh=mesh, batch_size=18),
@@ -316,10 +335,9 @@ def test_meshes_of_8_devices_match_one_device(eight_devices, placement, shape):
 
 
 def test_8_devices_other_inputs_match_one_device(eight_devices):
-    import clrjax
 
     def one(**kw):
-        return summary({"r": clrjax.range_test(loss_fn, W0, (X, Y), **{**FAST, **kw})})["r"]
+        return summary({"r": flat("range_test", loss_fn, W0, (X, Y), **{**FAST, **kw})})["r"]
 
     micro = one(grid=GRID6, accumulation_steps=2)
     assert_same({"r": eight_devices["micro"]}, {"r": micro})
@@ -332,8 +350,15 @@ def test_8_devices_other_inputs_match_one_device(eight_devices):
     assert_same({"r": eight_devices["padded"]}, {"r": plain})  # 6 lanes padded to 8, dropped
     assert eight_devices["padded"]["strategy"] == "vmap+sharded[4]+data[2]/scan"
     batches = [(X[i : i + 16], Y[i : i + 16]) for i in range(0, 96, 16)]
-    stream = clrjax.range_test(
-        loss_fn, W0, batches, grid=GRID6, val_data=(X[:24], Y[:24]), val_every=4, **FAST
+    stream = flat(
+        "range_test",
+        loss_fn,
+        W0,
+        batches,
+        grid=GRID6,
+        val_data=(X[:24], Y[:24]),
+        val_every=4,
+        **FAST,
     )
     assert_same({"r": eight_devices["stream"]}, summary({"r": stream}))
     assert eight_devices["stream"]["strategy"] == "vmap+sharded[2]+data[4]/chunks"
@@ -352,10 +377,9 @@ def test_8_devices_bad_meshes_are_refused(eight_devices):
 
 
 def test_shard_lanes_with_one_device_runs_unsplit_and_says_so():
-    import clrjax
 
-    split = clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=True, **FAST)
-    plain = clrjax.range_test(loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=False, **FAST)
+    split = flat("range_test", loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=True, **FAST)
+    plain = flat("range_test", loss_fn, W0, (X, Y), grid=GRID6, shard_lanes=False, **FAST)
     assert split.strategy == plain.strategy == "serial[3]+threads[2]/scan"  # no "+sharded[...]"
     np.testing.assert_array_equal(split.losses, plain.losses)
 
@@ -363,13 +387,11 @@ def test_shard_lanes_with_one_device_runs_unsplit_and_says_so():
 def test_a_mesh_of_one_device_runs_like_no_mesh():
     import jax
 
-    import clrjax
-
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "lanes"))
     for strategy in ("vmap", "serial"):
         kw = dict(grid=GRID6, strategy=strategy, lane_group_size=4, **FAST)
-        on_mesh = clrjax.range_test(loss_fn, W0, (X, Y), mesh=mesh, **kw)
-        plain = clrjax.range_test(loss_fn, W0, (X, Y), **kw)
+        on_mesh = flat("range_test", loss_fn, W0, (X, Y), mesh=mesh, **kw)
+        plain = flat("range_test", loss_fn, W0, (X, Y), **kw)
         assert on_mesh.strategy == plain.strategy
         np.testing.assert_allclose(on_mesh.losses, plain.losses, rtol=1e-6, equal_nan=True)
         np.testing.assert_array_equal(on_mesh.diverged_at, plain.diverged_at)
@@ -388,13 +410,11 @@ def test_a_mesh_of_one_device_runs_like_no_mesh():
 def test_bad_meshes_are_refused(mesh, error, match):
     import jax
 
-    import clrjax
-
     if isinstance(mesh, tuple) and isinstance(mesh[0], str):
         devices = np.array(jax.devices()[:1]).reshape((1,) * len(mesh))
         mesh = jax.sharding.Mesh(devices, mesh)
     with pytest.raises(error, match=match):
-        clrjax.range_test(loss_fn, W0, (X, Y), mesh=mesh, **FAST)
+        flat("range_test", loss_fn, W0, (X, Y), mesh=mesh, **FAST)
 
 
 class FakeDevice:

@@ -25,15 +25,36 @@ One concept per module:
 * :mod:`~clrjax._engine.strategy`: the rules that choose among them;
 * :mod:`~clrjax._engine.runner`: :func:`run`, which ties them together.
 
-Nothing here knows about suggestions, plots or datasets.
+Nothing here knows about suggestions, plots or datasets. The applications
+import what they use from this package, never from its modules.
 """
 
-from clrjax._engine.feeding import BatchSource, StepPlan, batch_orders
-from clrjax._engine.lane_step import Tracking
-from clrjax._engine.runner import Interrupted, LaneSpec, Request, RunOutput, run
+from clrjax._engine.feeding import (
+    BatchSource,
+    StepPlan,
+    batch_orders,
+    example_count,
+    is_batch_stream,
+    plan_batches,
+    validation_batches,
+)
+from clrjax._engine.lane_step import SMOOTHINGS, Tracking
+from clrjax._engine.runner import (
+    DRIVER_CHOICES,
+    STRATEGIES,
+    Interrupted,
+    LaneSpec,
+    Request,
+    RunOutput,
+    run,
+)
+from clrjax._engine.strategy import host_memory_budget
 from clrjax._engine.task import Task
 
 __all__ = [
+    "DRIVER_CHOICES",
+    "SMOOTHINGS",
+    "STRATEGIES",
     "BatchSource",
     "Interrupted",
     "LaneSpec",
@@ -43,5 +64,10 @@ __all__ = [
     "Task",
     "Tracking",
     "batch_orders",
+    "example_count",
+    "host_memory_budget",
+    "is_batch_stream",
+    "plan_batches",
     "run",
+    "validation_batches",
 ]

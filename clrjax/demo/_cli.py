@@ -240,7 +240,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _demo_data.mlp_loss,
         None,
         (data.x_train, data.y_train),
-        init_fn=lambda key: _demo_data.init_mlp(key, sizes),
         key=0,
         batch_size=args.batch_size,
         num_steps=args.steps,
@@ -248,8 +247,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         end_lr=args.end_lr,
         grid=grid,
         seeds=seeds,
-        beta=args.beta,
-        progress=False if args.no_progress else None,
+        model=clrjax.Model(init_fn=lambda key: _demo_data.init_mlp(key, sizes)),
+        curve=clrjax.Curve(beta=args.beta),
+        execution=clrjax.Execution(progress=False if args.no_progress else None),
     )
     elapsed = time.perf_counter() - start
     print(f"done in {elapsed:.1f} s (compile included; strategy {result.strategy})\n")

@@ -102,12 +102,12 @@ def find_demo_schedule(
         total_steps=epochs * per_epoch,
         batch_size=batch_size,
         optimizer=functools.partial(nesterov_sgd, momentum=momentum),
-        steps_per_epoch=per_epoch,
-        decay_rate=decay_rate,
-        init_fn=init_fn,
         key=key,
-        range_test_steps=range_test_steps,
-        progress=progress,
+        model=clrjax.Model(init_fn=init_fn),
+        search=clrjax.Search(
+            steps_per_epoch=per_epoch, decay_rate=decay_rate, range_test_steps=range_test_steps
+        ),
+        execution=clrjax.Execution(progress=progress),
     )
 
 
