@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from clrjax import _injected
+from clrjax._engine import held
 
 
 def read_loss(metrics: Any, loss_key: str, what: str) -> jax.Array:
@@ -66,7 +67,8 @@ class StepTask:
     def init(self, start: Any, hparams: Mapping[str, jax.Array], key: jax.Array) -> Any:
         if self.init_fn is not None:
             start = self.init_fn(key)
-        state = jax.tree.map(jnp.array, start)  # copies: never the caller's arrays
+        # Copies: never the caller's arrays; the other leaves are held by the engine.
+        state = jax.tree.map(lambda x: jnp.array(x) if held.is_array(x) else x, start)
         return _injected.set_hyperparams(state, hparams)
 
     def step(
