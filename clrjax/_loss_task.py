@@ -114,7 +114,14 @@ class LossTask:
         return tx
 
     def _hparams(self, hparams: Mapping[str, Any], params: Any) -> dict[str, jax.Array]:
-        """Hyperparameters in the params' floating dtype (a float64 LR never promotes state)."""
+        """Hyperparameters in the params' floating dtype (a float64 LR never promotes state).
+
+        An injected optimizer's state has its own dtype (``hyperparam_dtype``),
+        which :func:`~clrjax._injected.set_hyperparams` casts to: no rounding to
+        the params' bfloat16 on the way.
+        """
+        if self.injected:
+            return dict(hparams)
         dtype = optax.tree.dtype(params, "highest")
         return {k: jnp.asarray(v).astype(dtype) for k, v in hparams.items()}
 
