@@ -381,7 +381,11 @@ def run_range_test(
     ):
         warnings.warn(
             "seeds change nothing here: without init_fn, takes_rng=True or shuffle='per_seed' "
-            "every seed lane trains exactly like the others",
+            "every seed lane trains exactly like the others (a PRNG state kept in the params "
+            "or state, such as a Flax NNX module's nnx.Rngs, is the same in every lane). To "
+            "seed dropout, take the lane's key with takes_rng=True and use it: rngs={'dropout': "
+            "key} in a Flax linen apply, nnx.reseed(model, dropout=key) after nnx.merge in Flax "
+            "NNX; to seed the initialisation, pass init_fn(key)",
             UserWarning,
             stacklevel=3,
         )
