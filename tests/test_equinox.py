@@ -167,3 +167,20 @@ def test_an_unhashable_leaf_is_refused():
 
     with pytest.raises(TypeError, match=r"\.tags is a set, neither an array nor hashable"):
         clrjax.range_test(loss_fn, Tagged(make_mlp(), {"a"}), (X, Y), **FAST)
+
+
+def test_init_fn_builds_a_module_per_seed():
+    init_fn = lambda key: eqx.nn.MLP(D, 1, 8, 2, key=key)
+    result = clrjax.range_test(loss_fn, None, (X, Y), init_fn=init_fn, seeds=[0, 1], **FAST)
+    assert np.isfinite(result.losses[:, 0]).all()
+    assert result.losses[0, 0] != result.losses[1, 0]
+
+
+def test_a_held_leaf_built_from_the_lane_key_is_refused():
+    def init_fn(key):
+        slope = jax.random.uniform(key)  # traced: it differs per lane
+        leaky = functools.partial(jax.nn.leaky_relu, negative_slope=slope)
+        return eqx.tree_at(lambda m: m.activation, make_mlp(), leaky)
+
+    with pytest.raises(TypeError, match=r"state\.params\.activation is not an array .*traced"):
+        clrjax.range_test(loss_fn, None, (X, Y), init_fn=init_fn, seeds=[0, 1], **FAST)

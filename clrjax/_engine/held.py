@@ -147,6 +147,19 @@ def _abstract(fn: Callable[..., Any], *args: Any) -> tuple[Any, Layout]:
     return jax.eval_shape(parts_of, *args), layouts[0]
 
 
+def eval_shape(fn: Callable[..., Any], *args: Any) -> Any:
+    """``jax.eval_shape`` for an output that may hold leaves that are not arrays (kept as they are).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> out = eval_shape(lambda k: {"w": jax.random.normal(k, (2,)), "act": jnp.tanh},
+      ...                  jax.random.key(0))
+      >>> print(out["w"].shape, out["act"] is jnp.tanh)
+      (2,) True
+    """
+    return combine(*_abstract(fn, *args))
+
+
 @dataclasses.dataclass(frozen=True)
 class HeldTask:
     """A task whose state's non-array leaves are held here; the engine carries the arrays.
