@@ -170,7 +170,8 @@ def test_an_unhashable_leaf_is_refused():
 
 
 def test_init_fn_builds_a_module_per_seed():
-    init_fn = lambda key: eqx.nn.MLP(D, 1, 8, 2, key=key)
+    # a fresh lambda per call: init may rebuild its held leaves, the first ones are kept
+    init_fn = lambda key: eqx.nn.MLP(D, 1, 8, 2, activation=lambda x: jnp.tanh(x), key=key)
     result = clrjax.range_test(loss_fn, None, (X, Y), init_fn=init_fn, seeds=[0, 1], **FAST)
     assert np.isfinite(result.losses[:, 0]).all()
     assert result.losses[0, 0] != result.losses[1, 0]
@@ -184,3 +185,27 @@ def test_a_held_leaf_built_from_the_lane_key_is_refused():
 
     with pytest.raises(TypeError, match=r"state\.params\.activation is not an array .*traced"):
         clrjax.range_test(loss_fn, None, (X, Y), init_fn=init_fn, seeds=[0, 1], **FAST)
+
+
+def test_a_second_run_traces_nothing_again():
+    class Net(eqx.Module):
+        mlp: eqx.nn.MLP
+        dropout: eqx.nn.Dropout  # Python numbers: the first run traces a step to see them kept
+
+        def __call__(self, x):
+            return self.mlp(self.dropout(x, inference=True))
+
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    traces = []
+
+    def train_step(state, batch):
+        traces.append(1)
+        return _make_step(tx)(state, batch)
+
+    state = _state(Net(make_mlp(), eqx.nn.Dropout(0.5)), tx)
+    first = clrjax.range_test_step(train_step, state, (X, Y), **FAST)
+    count = len(traces)
+    second = clrjax.range_test_step(train_step, state, (X, Y), **dict(FAST, end_lr=0.5))
+    assert len(traces) == count
+    assert np.isfinite(second.losses[0, :5]).all()
+    assert not np.array_equal(first.losses, second.losses)

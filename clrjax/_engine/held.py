@@ -28,6 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Layouts kept per process (task, start layout and shapes; oldest evicted first), so that
+# a repeated run, or a find_schedule stage, traces no abstract init or step again.
+CACHE_SIZE = 8
+_LAYOUTS: dict[Any, tuple[Layout, tuple]] = {}
+
 
 def is_array(x: Any) -> bool:
     """A JAX or NumPy array (or NumPy scalar): a leaf the engine carries (``eqx.is_array``)."""
@@ -96,13 +101,15 @@ def _describe(leaf: Any) -> str:
     return f"{type(leaf).__name__} {leaf!r}" if isinstance(leaf, numbers.Number) else repr(leaf)
 
 
-def split(tree: Any, layout: Layout, what: str) -> Any:
+def split(tree: Any, layout: Layout, what: str, *, check_held: bool = True) -> Any:
     """``tree``'s parts where ``layout`` has them; raises if a held leaf or the structure changed.
 
     Args:
       tree: a state built or returned by the task.
       layout: the state's :class:`Layout`.
       what: who built it, for the messages (e.g. ``"the train step"``).
+      check_held: raise when a held leaf is not the layout's (``False`` for
+        ``init``, which may build equal-acting ones anew, such as a lambda).
     """
     treedef = jax.tree.structure(tree)
     if treedef != layout.treedef:
@@ -118,7 +125,7 @@ def split(tree: Any, layout: Layout, what: str) -> Any:
             if not (is_array(leaf) or isinstance(leaf, numbers.Number)):
                 raise TypeError(f"{what} turned the array {where} into {_describe(leaf)}")
             parts.append(leaf)
-        elif _same(leaf, held):
+        elif not check_held or _same(leaf, held):
             parts.append(None)
         else:
             why = (
@@ -185,7 +192,7 @@ class HeldTask:
                 leaf if dtype is None else jnp.asarray(leaf, dtype)
                 for leaf, dtype in zip(leaves, self.dtypes, strict=True)
             ]
-        return split(jax.tree.unflatten(treedef, leaves), self.train, "init")
+        return split(jax.tree.unflatten(treedef, leaves), self.train, "init", check_held=False)
 
     def step(
         self, state: Any, batch: Any, hparams: Mapping[str, jax.Array], key: jax.Array
@@ -218,14 +225,37 @@ def hold(
     """
     start_parts, start_layout = partition(start)
     _check_held(start_layout, "start")
+    cache_key = (task, start_layout, _signature((start_parts, hparams, batch)))
+    if cache_key not in _LAYOUTS:
+        if len(_LAYOUTS) >= CACHE_SIZE:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[cache_key] = _state_layout(task, start_parts, start_layout, hparams, batch, key)
+    layout, dtypes = _LAYOUTS[cache_key]
+    if all(x is None for x in (*start_layout.held, *layout.held, *dtypes)):
+        return task, start
+    return HeldTask(task, start_layout, layout, dtypes), start_parts
+
+
+def _signature(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, *((np.shape(a), jnp.result_type(a)) for a in leaves))
+
+
+def _state_layout(
+    task: Any,
+    start_parts: Any,
+    start_layout: Layout,
+    hparams: Mapping[str, Any],
+    batch: Any,
+    key: jax.Array,
+) -> tuple[Layout, tuple]:
+    """The state's layout and the dtypes ``init`` casts to, from an abstract init (and step)."""
     init = lambda s: task.init(combine(s, start_layout), hparams, key)
     train, layout = _abstract(init, start_parts)
     _check_held(layout, "state")
     dtypes = _settle(task, train, layout, hparams, batch, key)
     held = tuple(None if d is not None else h for h, d in zip(layout.held, dtypes, strict=True))
-    if all(h is None for h in (*start_layout.held, *held)) and all(d is None for d in dtypes):
-        return task, start
-    return HeldTask(task, start_layout, layout._replace(held=held), dtypes), start_parts
+    return layout._replace(held=held), dtypes
 
 
 def _check_held(layout: Layout, name: str) -> None:
