@@ -250,8 +250,8 @@ def _state_layout(
     key: jax.Array,
 ) -> tuple[Layout, tuple]:
     """The state's layout and the dtypes ``init`` casts to, from an abstract init (and step)."""
-    init = lambda s: task.init(combine(s, start_layout), hparams, key)
-    train, layout = _abstract(init, start_parts)
+    init = lambda s, h, k: task.init(combine(s, start_layout), h, k)
+    train, layout = _abstract(init, start_parts, hparams, key)
     _check_held(layout, "state")
     dtypes = _settle(task, train, layout, hparams, batch, key)
     held = tuple(None if d is not None else h for h, d in zip(layout.held, dtypes, strict=True))
@@ -292,8 +292,8 @@ def _settle(
     numbers_held = any(isinstance(h, numbers.Number) for h in layout.held)
     if not numbers_held and len(floating) < 2:
         return tuple(dtypes)  # nothing a step could change (and one trace fewer)
-    step = lambda t: task.step(combine(t, layout), batch, hparams, key)[0]
-    new, new_layout = _abstract(step, train)
+    step = lambda t, b, h, k: task.step(combine(t, layout), b, h, k)[0]
+    new, new_layout = _abstract(step, train, batch, hparams, key)
     if new_layout.treedef != layout.treedef:
         return tuple(dtypes)  # the lane step reports it
     news = new_layout.treedef.flatten_up_to(new)
