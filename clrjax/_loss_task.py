@@ -132,8 +132,7 @@ class LossTask:
         them alone); its other leaves, such as an Equinox module's activation,
         are held fixed, as ``eqx.partition(params, eqx.is_inexact_array)`` does.
         """
-        copy = lambda x: jnp.array(x) if held.is_array(x) else x  # never the caller's arrays
-        params, model_state = jax.tree.map(copy, start)
+        params, model_state = held.copy_arrays(start)
         if self.init_fn is not None:
             params = self.init_fn(key)
         arrays, _ = held.partition(params, _is_float_array)

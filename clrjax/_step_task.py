@@ -75,9 +75,7 @@ class StepTask:
     def init(self, start: Any, hparams: Mapping[str, jax.Array], key: jax.Array) -> Any:
         if self.init_fn is not None:
             start = self.init_fn(key)
-        # Copies: never the caller's arrays; the other leaves are held by the engine.
-        state = jax.tree.map(lambda x: jnp.array(x) if held.is_array(x) else x, start)
-        return _injected.set_hyperparams(state, hparams)
+        return _injected.set_hyperparams(held.copy_arrays(start), hparams)
 
     def step(
         self, state: Any, batch: Any, hparams: Mapping[str, jax.Array], key: jax.Array

@@ -39,6 +39,11 @@ def is_array(x: Any) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
+def copy_arrays(tree: Any) -> Any:
+    """``tree`` with its arrays copied (never the caller's: a donated carry would delete them)."""
+    return jax.tree.map(lambda x: jnp.array(x) if is_array(x) else x, tree)
+
+
 class Layout(NamedTuple):
     """Where a tree's parts go (hashable: it is part of the compiled program's key).
 
