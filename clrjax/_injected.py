@@ -108,6 +108,10 @@ def set_hyperparams(tree: Any, values: Mapping[str, jax.typing.ArrayLike]) -> An
 def check_injected(tree: Any, names: Iterable[str], what: str) -> None:
     """Raises ``ValueError`` unless every name is an injected, unscheduled hyperparameter.
 
+    Also when the hyperparameters are stored in a float narrower than float32
+    (``inject_hyperparams`` stores them in the params' dtype by default), which
+    rounds them: in bfloat16, Adam's ``b2=0.999`` is 1.0 and every update NaN.
+
     Args:
       tree: a state that holds the optimizer state (or an optimizer state).
       names: the hyperparameters the caller will set (e.g. ``"learning_rate"``
@@ -116,6 +120,22 @@ def check_injected(tree: Any, names: Iterable[str], what: str) -> None:
     """
     found = injected_hyperparams(tree)
     scheduled = scheduled_hyperparams(tree)
+    narrow = sorted(
+        name
+        for name, dtype in found.items()
+        if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+    )
+    if narrow:
+        dtype = jnp.dtype(found[narrow[0]])
+        rounded = float(jnp.asarray(0.999, dtype))
+        nan = " (Adam's b2=1 makes every update NaN)" if rounded == 1 else ""
+        raise ValueError(
+            f"{what}: optax.inject_hyperparams stores the hyperparameters {narrow} in {dtype} "
+            f"(by default the params' dtype), which rounds them to about "
+            f"{jnp.finfo(dtype).precision} digits: 0.999 becomes {rounded:g}{nan} and the "
+            "range test's learning rates are rounded too; store them in float32: "
+            "optax.inject_hyperparams(optax.adam, hyperparam_dtype=jnp.float32)(learning_rate=...)"
+        )
     for name in names:
         if name in scheduled:
             raise ValueError(

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from clrjax import _injected
-from clrjax import _numerics as num
+from clrjax._engine import held
 
 TRAIN_STEP_HINT = (
     "it looks like a train step train_step(state, batch) -> (state, metrics); range_test "
@@ -42,12 +42,15 @@ class LossState(NamedTuple):
     model_state: Any
 
 
+def _is_float_array(x: Any) -> bool:
+    """A floating array (or its shape): a parameter; the other leaves are held fixed."""
+    return hasattr(x, "shape") and hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)
+
+
 def _cast_floats(tree: Any, dtype: Any) -> Any:
     if dtype is None:
         return tree
-    return jax.tree.map(
-        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
-    )
+    return jax.tree.map(lambda a: a.astype(dtype) if _is_float_array(a) else a, tree)
 
 
 def _is_scalar_float(value: Any) -> bool:
@@ -111,17 +114,30 @@ class LossTask:
         return tx
 
     def _hparams(self, hparams: Mapping[str, Any], params: Any) -> dict[str, jax.Array]:
-        """Hyperparameters in the params' floating dtype (a float64 LR never promotes state)."""
+        """Hyperparameters in the params' floating dtype (a float64 LR never promotes state).
+
+        An injected optimizer's state has its own dtype (``hyperparam_dtype``),
+        which :func:`~clrjax._injected.set_hyperparams` casts to: no rounding to
+        the params' bfloat16 on the way.
+        """
+        if self.injected:
+            return dict(hparams)
         dtype = optax.tree.dtype(params, "highest")
         return {k: jnp.asarray(v).astype(dtype) for k, v in hparams.items()}
 
     def init(self, start: Any, hparams: Mapping[str, jax.Array], key: jax.Array) -> LossState:
-        """``start`` is ``(params, model_state)``; ``params`` is ``None`` with ``init_fn``."""
-        params, model_state = jax.tree.map(jnp.array, start)  # copies: never the caller's
+        """``start`` is ``(params, model_state)``; ``params`` is ``None`` with ``init_fn``.
+
+        Only the floating arrays of ``params`` are trained (the optimizer sees
+        them alone); its other leaves, such as an Equinox module's activation,
+        are held fixed, as ``eqx.partition(params, eqx.is_inexact_array)`` does.
+        """
+        params, model_state = held.copy_arrays(start)
         if self.init_fn is not None:
             params = self.init_fn(key)
-        hparams = self._hparams(hparams, params)
-        opt_state = self._tx(hparams).init(params)
+        arrays, _ = held.partition(params, _is_float_array)
+        hparams = self._hparams(hparams, arrays)
+        opt_state = self._tx(hparams).init(arrays)
         if self.injected:
             opt_state = _injected.set_hyperparams(opt_state, hparams)
         elif _injected.injected_hyperparams(opt_state):
@@ -169,10 +185,10 @@ class LossTask:
     def step(
         self, state: LossState, batch: Any, hparams: Mapping[str, jax.Array], key: jax.Array
     ) -> tuple[LossState, jax.Array]:
-        params = state.params
+        params, fixed = held.partition(state.params, _is_float_array)
 
         def objective(p, model_state, mb, k):
-            return self.call_loss(self.loss_fn, p, model_state, mb, k)
+            return self.call_loss(self.loss_fn, held.combine(p, fixed), model_state, mb, k)
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         if self.accumulation_steps == 1:  # no loop: XLA:CPU runs convolutions in loops ~10x slower
@@ -196,7 +212,8 @@ class LossTask:
         if self.injected:
             opt_state = _injected.set_hyperparams(opt_state, hparams)
         updates, opt_state = self._tx(hparams).update(grads, opt_state, params)
-        return LossState(optax.apply_updates(params, updates), opt_state, model_state), loss
+        params = held.combine(optax.apply_updates(params, updates), fixed)
+        return LossState(params, opt_state, model_state), loss
 
     def evaluate(self, state: LossState, batch: Any, key: jax.Array) -> dict[str, jax.Array]:
         loss, _ = self.call_loss(
@@ -215,7 +232,11 @@ class LossTask:
 
 
 def check_params(name: str, params: Any) -> None:
-    """Raises ``TypeError`` unless ``params`` is a pytree of floating arrays (not a train state)."""
+    """Raises ``TypeError`` unless ``params`` holds floating arrays to train (not a train state).
+
+    Leaves that are not arrays (an Equinox module's activation, a Python
+    number) are held fixed; array leaves must be floating.
+    """
     is_opt_state = lambda x: type(x).__module__.startswith("optax") and hasattr(x, "_fields")
     opt_states = [
         jax.tree_util.keystr(path)
@@ -229,8 +250,18 @@ def check_params(name: str, params: Any) -> None:
             "range_test expects loss_fn(params, batch) and the params: use "
             "clrjax.range_test_step(train_step, train_state, data) for a train step and its state"
         )
-    num.check_arrays(name, params)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    arrays = [
+        (path, leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype")
+    ]
+    if not arrays:
+        raise TypeError(
+            f"{name} holds no array to train, got {_describe(params)}; leaves that are not "
+            "arrays (Python numbers, functions) are held fixed: pass the parameters as arrays, "
+            "e.g. jnp.asarray(1.0)"
+        )
+    for path, leaf in arrays:
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
@@ -249,7 +280,7 @@ def check_optimizer(optimizer: Any, names: Iterable[str], params: Any) -> None:
     """
     names = tuple(names)
     if isinstance(optimizer, optax.GradientTransformation):
-        state = jax.eval_shape(optimizer.init, params)
+        state = jax.eval_shape(optimizer.init, held.partition(params, _is_float_array)[0])
         _injected.check_injected(state, ("learning_rate", *names), "optimizer")
         return
     if not callable(optimizer):

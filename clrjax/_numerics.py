@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clrjax._engine import held
+
 
 def float_dtype() -> np.dtype:
     """Returns the dtype JAX gives Python floats (float32, or float64 with x64)."""
@@ -346,7 +348,7 @@ def checked_init(init_fn: Any, *, concrete: bool = False) -> Any:
         raise TypeError(f"init_fn must be callable, got {init_fn!r}")
     key = jax.random.key(0)
     try:
-        return init_fn(key) if concrete else jax.eval_shape(init_fn, key)
+        return init_fn(key) if concrete else held.eval_shape(init_fn, key)
     except TypeError as e:
         raise TypeError(f"init_fn(key): {e}") from e
 

@@ -299,7 +299,11 @@ def run_range_test(
     ):
         warnings.warn(
             "seeds change nothing here: without Model.init_fn, Model.takes_rng=True or "
-            "shuffle='per_seed' every seed lane trains exactly like the others",
+            "shuffle='per_seed' every seed lane trains exactly like the others (a PRNG state kept "
+            "in the params or state, such as a Flax NNX module's nnx.Rngs, is the same in every "
+            "lane). To seed dropout, take the lane's key with Model(takes_rng=True) and use it: "
+            "rngs={'dropout': key} in a Flax linen apply, nnx.reseed(model, dropout=key) after "
+            "nnx.merge in Flax NNX; to seed the initialisation, pass Model(init_fn=...)",
             UserWarning,
             stacklevel=4,  # the user's call, above the entry point and its moved_keywords
         )

@@ -17,6 +17,15 @@ import jax
 import jax.numpy as jnp
 
 from clrjax import _injected
+from clrjax._engine import held
+
+STATEFUL = (
+    "a step that updates its objects in place and returns only the loss (Flax NNX's "
+    "stateful style: nnx.jit, optimizer.update(model, grads)) has no state to hand back: "
+    "write it in the functional form, graphdef, state = nnx.split((model, optimizer)) once, "
+    "then in the step model, optimizer = nnx.merge(graphdef, state), update them and "
+    "return nnx.state((model, optimizer)), loss"
+)
 
 
 def read_loss(metrics: Any, loss_key: str, what: str) -> jax.Array:
@@ -66,8 +75,7 @@ class StepTask:
     def init(self, start: Any, hparams: Mapping[str, jax.Array], key: jax.Array) -> Any:
         if self.init_fn is not None:
             start = self.init_fn(key)
-        state = jax.tree.map(jnp.array, start)  # copies: never the caller's arrays
-        return _injected.set_hyperparams(state, hparams)
+        return _injected.set_hyperparams(held.copy_arrays(start), hparams)
 
     def step(
         self, state: Any, batch: Any, hparams: Mapping[str, jax.Array], key: jax.Array
@@ -77,10 +85,11 @@ class StepTask:
             self.train_step(state, batch, key) if self.takes_rng else self.train_step(state, batch)
         )
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise ValueError(
-                "train_step must return (new_state, metrics), got "
-                f"{type(out).__name__}{f' of {len(out)} values' if isinstance(out, tuple) else ''}"
-            )
+            got = type(out).__name__ + (f" of {len(out)} values" if isinstance(out, tuple) else "")
+            if hasattr(out, "shape") and hasattr(out, "dtype"):  # an array, or its tracer
+                got = f"a single array of shape {tuple(out.shape)} and dtype {out.dtype}; "
+                got += STATEFUL
+            raise ValueError(f"train_step must return (new_state, metrics), got {got}")
         new_state, metrics = out
         return new_state, read_loss(metrics, self.loss_key, "train_step")
 

@@ -176,6 +176,22 @@ def test_flax_nnx_example_quick(capsys):
     assert _final_accuracy(out) > 30.0
 
 
+def test_equinox_example_quick(capsys):
+    pytest.importorskip("equinox")
+    assert _load("equinox_range_test").main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "range_test: 6 lanes x 30 steps" in out
+    lanes = re.findall(r"weight_decay=([\d.e-]+), seed=(\d)\s+minimum LR ([\d.e-]+)", out)
+    assert [(wd, seed) for wd, seed, _ in lanes] == [
+        (wd, seed) for wd in ("0.01", "0.0001", "0") for seed in "01"
+    ]
+    assert all(1e-5 < float(lr) < 10.0 for _, _, lr in lanes)
+    stepped = re.findall(r"range_test_step: weight_decay=([\d.e-]+)\s+minimum LR ([\d.e-]+)", out)
+    assert [wd for wd, _ in stepped] == ["0.01", "0.0001", "0"]
+    assert all(1e-5 < float(lr) < 10.0 for _, lr in stepped)
+    assert "module unchanged: True" in out
+
+
 def test_train_step_example_quick(capsys):
     pytest.importorskip("flax")
     assert _load("train_step_range_test").main(["--quick"]) == 0

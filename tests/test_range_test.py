@@ -666,7 +666,11 @@ def test_flax_linen_and_nnx():
             "'nesterov' is a flag",
         ),
         (dict(params=jnp.zeros(D, jnp.int32)), TypeError, "params has dtype int32"),
-        (dict(params=None, init_fn=lambda k: {"w": jnp.zeros(D), "n": 0}), TypeError, "'n'"),
+        (
+            dict(params=None, init_fn=lambda k: {"w": jnp.zeros(D), "n": jnp.int32(0)}),
+            TypeError,
+            "'n'",
+        ),
         (dict(data=[X, Y]), TypeError, "pass a tuple such as"),
     ],
 )

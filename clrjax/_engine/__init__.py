@@ -11,6 +11,8 @@ applications (:mod:`clrjax._range_test`, :mod:`clrjax._range_test_step`,
 One concept per module:
 
 * :mod:`~clrjax._engine.task`: the protocol of what one lane trains;
+* :mod:`~clrjax._engine.held`: the leaves of a train state that are not
+  arrays (an Equinox module's functions), held fixed outside the program;
 * :mod:`~clrjax._engine.lane_step`: one lane's step (the task's step, then
   loss smoothing and divergence tracking), typed state and outputs;
 * :mod:`~clrjax._engine.feeding`: where each step's batch and hyperparameters

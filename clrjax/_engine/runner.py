@@ -13,10 +13,10 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from clrjax._engine import strategy
+from clrjax._engine import held, strategy
 from clrjax._engine.drivers import Group, drive
 from clrjax._engine.feeding import StepPlan
-from clrjax._engine.lane_step import LaneConsts, Shared, Tracking, make_lane_step
+from clrjax._engine.lane_step import LaneConsts, Shared, Tracking, lane_batch, make_lane_step
 from clrjax._engine.placement import (
     DATA,
     LANES,
@@ -139,7 +139,9 @@ def run(
     Args:
       task: the :class:`~clrjax._engine.task.Task` (hashable).
       start: what ``task.init`` builds each lane's train state from (shared by
-        all lanes; the task derives per-lane values from the lane's key).
+        all lanes; the task derives per-lane values from the lane's key). Its
+        leaves, and the train state's, that are not arrays are held fixed
+        (:mod:`.held`).
       lanes: the :class:`LaneSpec`.
       plan: the :class:`~clrjax._engine.feeding.StepPlan`.
       key: the base PRNG key (see :attr:`LaneSpec.seeds`).
@@ -166,6 +168,9 @@ def run(
     shared = Shared(data=data, val=val, tracking=Tracking(*(np.float32(v) for v in tracking)))
     x0, lane_x0 = plan.first()
     seeds, hparams, lane0 = seeds.astype(np.uint32), dict(lanes.hparams), lane_x0.hparams
+    first = lambda t: {k: v[0] for k, v in t.items()}  # lane 0's
+    one_lane = {**first(hparams), **x0.hparams, **first(lane0)}
+    task, start = held.hold(task, start, one_lane, lane_batch(data, x0.batch, orders[0]), key)
     init_args = (start, key, seeds, hparams, x0.hparams, lane0)
 
     spec = ProgramSpec(
