@@ -426,7 +426,7 @@ def _find(
         tasks.range_test,
         tasks.start,
         data,
-        lanes=_grid.expand_grid(grid, list(range(RANGE_TEST_SEEDS))),
+        lane_grid=_grid.expand_grid(grid, list(range(RANGE_TEST_SEEDS))),
         accumulation_steps=1,
         batch_size=batch_size,
         num_steps=search.range_test_steps,

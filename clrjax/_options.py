@@ -123,6 +123,11 @@ chunk_size=None, max_memory=None, mesh=None, progress=None)
             raise TypeError(
                 f"Execution.mesh must be a jax.sharding.Mesh or None, got {self.mesh!r}"
             )
+        if self.mesh is not None and self.shard_lanes is False:
+            raise ValueError(
+                "Execution.shard_lanes=False contradicts Execution.mesh: the mesh splits the "
+                "lanes over its 'lanes' axis; pass one or the other"
+            )
         num.check_flag("Execution.progress", self.progress, allow_none=True)
 
 
@@ -377,12 +382,12 @@ class Search:
 
 
 def engine_request(
-    execution: Execution, *, progress: bool, chunk_size: int | None = None
+    execution: Execution, *, progress: bool, chunk_size: int | None = None, label: str = "lanes"
 ) -> _engine.Request:
     """The engine's :class:`~clrjax._engine.Request` for ``execution`` (the one place built).
 
     ``progress`` is resolved by the entry point; ``chunk_size`` replaces the
-    execution's (the race runs an epoch per chunk).
+    execution's (the race runs an epoch per chunk); ``label`` names the progress bar.
     """
     return _engine.Request(
         strategy=execution.strategy,
@@ -393,6 +398,7 @@ def engine_request(
         mesh=execution.mesh,
         max_memory=execution.max_memory,
         progress=progress,
+        label=label,
     )
 
 

@@ -192,16 +192,16 @@ def range_test(
                 "val_step); pass Validation.loss_fn"
             )
     params, params_shape = start_params(params, model)
-    lanes = _grid.expand_grid(grid, seeds)
+    lane_grid = _grid.expand_grid(grid, seeds)
     optimizer = pytorch_sgd if optimizer is None else optimizer
-    check_optimizer(optimizer, lanes.optimizer_names, params_shape)
+    check_optimizer(optimizer, lane_grid.optimizer_names, params_shape)
     val_loss_fn = None if validation is None else validation.loss_fn
     task = loss_task(loss_fn, optimizer, model, val_loss_fn=val_loss_fn)
     return run_range_test(
         task,
         (params, model.state),
         data,
-        lanes=lanes,
+        lane_grid=lane_grid,
         accumulation_steps=model.accumulation_steps,
         batch_size=batch_size,
         num_steps=num_steps,
@@ -263,7 +263,7 @@ def run_range_test(
     start: Any,
     data: Any,
     *,
-    lanes: _grid.LaneGrid,
+    lane_grid: _grid.LaneGrid,
     accumulation_steps: int,
     batch_size: int,
     num_steps: int,
@@ -283,16 +283,18 @@ def run_range_test(
     num.check_count("num_steps", num_steps, minimum=2)
     num.check_count("batch_size", batch_size)
     orders = (
-        len(set(lanes.seeds.tolist())) if shuffle == "per_seed" and lanes.seeds is not None else 1
+        len(set(lane_grid.seeds.tolist()))
+        if shuffle == "per_seed" and lane_grid.seeds is not None
+        else 1
     )
-    check_host_memory(num_steps, lanes.num_lanes, orders * accumulation_steps * batch_size)
+    check_host_memory(num_steps, lane_grid.num_lanes, orders * accumulation_steps * batch_size)
     lrs = learning_rates(curve, start_lr, end_lr, num_steps)
     if not (isinstance(shuffle, bool) or shuffle == "per_seed"):
         raise ValueError(f"shuffle must be True, False or 'per_seed', got {shuffle!r}")
-    if shuffle == "per_seed" and lanes.seeds is None:
+    if shuffle == "per_seed" and lane_grid.seeds is None:
         raise ValueError("shuffle='per_seed' needs seeds")
     if (
-        lanes.seeds is not None
+        lane_grid.seeds is not None
         and task.init_fn is None
         and not task.takes_rng
         and not shuffle == "per_seed"
@@ -316,7 +318,7 @@ def run_range_test(
         micro=accumulation_steps,
         shuffle=bool(shuffle),
         key=key,
-        seeds=lanes.seeds if shuffle == "per_seed" else None,
+        seeds=lane_grid.seeds if shuffle == "per_seed" else None,
     )
     val, evaluate = None, np.zeros(num_steps, bool)
     if validation is not None:
@@ -331,9 +333,9 @@ def run_range_test(
         source=source,
     )
     spec = _engine.LaneSpec(
-        num_lanes=lanes.num_lanes,
-        hparams=lanes.optimizer_hparams(),
-        seeds=lanes.seeds,
+        num_lanes=lane_grid.num_lanes,
+        hparams=lane_grid.optimizer_hparams(),
+        seeds=lane_grid.seeds,
         orders=orders,
     )
     try:
@@ -346,12 +348,12 @@ def run_range_test(
             val=val,
             smoothing=curve.smoothing,
             tracking=engine_tracking(curve, num_steps, start_lr, end_lr),
-            request=engine_request(execution, progress=progress),
+            request=engine_request(execution, progress=progress, label="range test"),
         )
     except _engine.Interrupted as stop:
-        result = _result(stop.output, lrs, lanes, evaluate)
+        result = _result(stop.output, lrs, lane_grid, evaluate)
         raise RangeTestInterrupted(result, stop.output.steps_run) from None
-    return _result(out, lrs, lanes, evaluate)
+    return _result(out, lrs, lane_grid, evaluate)
 
 
 def check_host_memory(num_steps: int, num_lanes: int, indices_per_step: int) -> None:
@@ -374,7 +376,7 @@ def check_host_memory(num_steps: int, num_lanes: int, indices_per_step: int) -> 
 
 
 def _result(
-    out: _engine.RunOutput, lrs: np.ndarray, lanes: _grid.LaneGrid, evaluate: np.ndarray
+    out: _engine.RunOutput, lrs: np.ndarray, lane_grid: _grid.LaneGrid, evaluate: np.ndarray
 ) -> RangeTestResult:
     validated = out.evaluations is not None
     return RangeTestResult(
@@ -382,8 +384,8 @@ def _result(
         losses=out.losses,
         smoothed=out.smoothed,
         diverged_at=out.diverged_at,
-        hparams=dict(lanes.hparams),
-        grid_names=lanes.grid_names,
+        hparams=dict(lane_grid.hparams),
+        grid_names=lane_grid.grid_names,
         val_steps=np.flatnonzero(evaluate) if validated else None,
         val_losses=out.evaluations["loss"] if validated else None,
         strategy=out.strategy,

@@ -156,8 +156,8 @@ def range_test_step(
     state_shape, what = start_state(train_state, model)
     if not isinstance(loss_key, str):
         raise TypeError(f"loss_key must be a string, got {loss_key!r}")
-    lanes = _grid.expand_grid(grid, seeds)
-    _injected.check_injected(state_shape, ("learning_rate", *lanes.optimizer_names), what)
+    lane_grid = _grid.expand_grid(grid, seeds)
+    _injected.check_injected(state_shape, ("learning_rate", *lane_grid.optimizer_names), what)
     task = StepTask(
         train_step=train_step,
         val_step=None if validation is None else validation.step,
@@ -169,7 +169,7 @@ def range_test_step(
         task,
         train_state,
         data,
-        lanes=lanes,
+        lane_grid=lane_grid,
         accumulation_steps=1,
         batch_size=batch_size,
         num_steps=num_steps,

@@ -1,4 +1,4 @@
-"""Range test, stage 3: the result object (NumPy arrays only)."""
+"""The range test's result: frozen NumPy arrays, with suggestions, plots and save/load."""
 
 from __future__ import annotations
 

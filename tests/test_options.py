@@ -143,7 +143,7 @@ def test_model_stores_the_compute_dtype_as_a_dtype():
 def test_execution_builds_the_engines_request():
     mesh = jax.make_mesh((1, 1), ("lanes", "data"))
     execution = clrjax.Execution(
-        strategy="map", lane_group_size=3, shard_lanes=False, driver="chunks", chunk_size=7,
+        strategy="map", lane_group_size=3, shard_lanes=True, driver="chunks", chunk_size=7,
         max_memory=2e9, mesh=mesh, progress=True,
     )  # fmt: skip
     request = engine_request(execution, progress=False)
@@ -154,12 +154,22 @@ def test_execution_builds_the_engines_request():
         7,
     )
     assert (request.shard, request.mesh, request.max_memory, request.progress) == (
-        False,
+        True,
         mesh,
         2e9,
         False,
     )
     assert engine_request(execution, progress=True, chunk_size=2).chunk_size == 2
+    assert engine_request(execution, progress=True).label == "lanes"
+    assert engine_request(execution, progress=True, label="range test").label == "range test"
+
+
+def test_execution_refuses_shard_lanes_false_with_a_mesh():
+    mesh = jax.make_mesh((1, 1), ("lanes", "data"))
+    with pytest.raises(
+        ValueError, match=r"Execution\.shard_lanes=False contradicts Execution\.mesh"
+    ):
+        clrjax.Execution(shard_lanes=False, mesh=mesh)
 
 
 def test_curve_builds_the_engines_tracking():

@@ -370,7 +370,9 @@ def test_8_devices_bad_meshes_are_refused(eight_devices):
     assert "'data' axis (4)" in errors["indivisible batch"]
     assert errors["no such axes"].startswith("ValueError: mesh must have exactly the axes")
     assert "('lanes', 'batch')" in errors["no such axes"]
-    assert errors["mesh and shard_lanes=False"].startswith("ValueError: shard_lanes=False")
+    assert errors["mesh and shard_lanes=False"].startswith(
+        "ValueError: Execution.shard_lanes=False contradicts Execution.mesh"
+    )
 
 
 # ------------------------------------------------------------------ one device

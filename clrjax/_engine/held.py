@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clrjax._engine.task import Task
+
 # Layouts kept per process (task, start layout and shapes; oldest evicted first), so that
 # a repeated run, or a find_schedule stage, traces no abstract init or step again.
 CACHE_SIZE = 8
@@ -184,7 +186,7 @@ class HeldTask:
         number the step changes, a floating leaf it widens), or ``None``.
     """
 
-    task: Any
+    task: Task
     start: Layout
     train: Layout
     dtypes: tuple
@@ -210,7 +212,7 @@ class HeldTask:
 
 
 def hold(
-    task: Any, start: Any, hparams: Mapping[str, Any], batch: Any, key: jax.Array
+    task: Task, start: Any, hparams: Mapping[str, Any], batch: Any, key: jax.Array
 ) -> tuple[Any, Any]:
     """``(task, start)`` for the engine: a :class:`HeldTask` and the array leaves of ``start``.
 
@@ -247,7 +249,7 @@ def _signature(tree: Any) -> tuple:
 
 
 def _state_layout(
-    task: Any,
+    task: Task,
     start_parts: Any,
     start_layout: Layout,
     hparams: Mapping[str, Any],
@@ -288,7 +290,7 @@ def _check_held(layout: Layout, name: str) -> None:
 
 
 def _settle(
-    task: Any, train: Any, layout: Layout, hparams: Mapping[str, Any], batch: Any, key: jax.Array
+    task: Task, train: Any, layout: Layout, hparams: Mapping[str, Any], batch: Any, key: jax.Array
 ) -> tuple:
     """Per leaf of the state, the dtype it starts in when the first step changes it, or ``None``."""
     dtypes = [None] * len(layout.held)

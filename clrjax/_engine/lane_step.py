@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from clrjax._engine.task import Task
+
 SMOOTHINGS = ("debiased_ema", "ema")
 
 
@@ -244,7 +246,7 @@ def nan_like(tree: Any) -> Any:
 
 @functools.lru_cache(maxsize=8)
 def make_lane_step(
-    task: Any, smoothing: str, evaluates: bool
+    task: Task, smoothing: str, evaluates: bool
 ) -> Callable[[LaneState, LaneConsts, Shared, StepX, LaneX], tuple[LaneState, Outputs]]:
     """Builds one lane's step ``(state, consts, shared, x, lane_x) -> (state, outputs)``.
 

@@ -33,6 +33,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from clrjax._engine.task import Task
+
 PLACEMENTS = ("vmap", "serial", "map")
 LANES, DATA = "lanes", "data"  # the mesh's axes: lanes are split over one, each batch the other
 
@@ -231,7 +233,7 @@ class SplitBatch:
       batch_axis: the training batch's example axis.
     """
 
-    task: Any
+    task: Task
     mesh: Mesh
     batch_axis: int = 0
 

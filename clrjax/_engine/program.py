@@ -23,6 +23,7 @@ from clrjax._engine.lane_step import (
     nan_like,
 )
 from clrjax._engine.placement import Placement, map_lanes, over_mesh
+from clrjax._engine.task import Task
 
 DRIVERS = ("scan", "chunks", "python")
 
@@ -54,7 +55,7 @@ class ProgramSpec:
         whose steps are skipped (``lax.cond``) once every lane diverged.
     """
 
-    task: Any
+    task: Task
     smoothing: str
     evaluates: bool
     seeded: bool

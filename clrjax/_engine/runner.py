@@ -30,6 +30,7 @@ from clrjax._engine.placement import (
     place,
 )
 from clrjax._engine.program import DRIVERS, PROGRAM_CACHE_SIZE, ProgramSpec, _init_fn, get_program
+from clrjax._engine.task import Task
 
 STRATEGIES = ("auto", "timed", *PLACEMENTS)
 DRIVER_CHOICES = ("auto", *DRIVERS)
@@ -89,7 +90,7 @@ class Request:
     mesh: Any = None
     max_memory: float | None = None
     progress: bool = False
-    label: str = "range test"
+    label: str = "lanes"
 
 
 class RunOutput(NamedTuple):
@@ -123,7 +124,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def run(
-    task: Any,
+    task: Task,
     start: Any,
     *,
     lanes: LaneSpec,
@@ -278,11 +279,6 @@ def _mesh(request: Request, num_lanes: int) -> jax.sharding.Mesh | None:
     with a single device they are not split.
     """
     if request.mesh is not None:
-        if request.shard is False:
-            raise ValueError(
-                "shard_lanes=False contradicts mesh=...: the mesh splits the lanes over its "
-                "'lanes' axis; pass one or the other"
-            )
         return check_mesh(request.mesh)
     devices = jax.devices()
     if not (request.shard if request.shard is not None else len(devices) > 1):

@@ -1,7 +1,8 @@
 """The rules that choose a placement and a step driver, from one traced step.
 
 :func:`footprint` traces one lane's step (no compilation) and measures what it
-holds and computes; :func:`choose` applies rules measured in
+holds and computes; :func:`choose_driver`, :func:`choose_placement` and
+:func:`choose_threads` apply rules measured in
 ``benchmarks/bench_range_test.py`` (figures in ``docs/benchmarks.md``):
 
 * **driver**: on CPU, steps with convolutions run one loop-free step per call
