@@ -125,10 +125,20 @@ def find_schedule(
         :func:`clrjax.range_test`, with :class:`clrjax.Model`'s ``state``,
         ``has_aux``, ``takes_rng``).
       params: initial parameters, or ``None`` with ``Model.init_fn``.
-      data: training data, a pytree of arrays sharing a leading example axis.
-      val_data: validation data shaped like ``data`` (never trained on).
+      data: training data: a pytree of arrays sharing a leading example axis
+        (each seed draws its own shuffled batches), or a re-iterable stream of
+        batches (a list of ``(x, y)`` batches, a ``torch`` ``DataLoader``, an
+        object whose ``__iter__`` starts a new pass; not a one-pass generator).
+        A stream is read from its start by every stage (the range test, each
+        rung), in its own order: every lane steps on the same batches, and
+        seeds differ by ``Model.init_fn`` and ``Model.takes_rng`` keys only.
+        Only one chunk of its batches is held at a time
+        (``docs/find_schedule.md``).
+      val_data: validation data shaped like ``data`` (never trained on): a
+        pytree of arrays or a list of batches, held in memory.
       total_steps: the training budget the schedule is for (>= 2).
-      batch_size: examples per step.
+      batch_size: examples per step; does not apply to a stream (its batches'
+        size is the one read).
       optimizer: a factory ``(learning_rate, **hparams) -> GradientTransformation``
         (default :func:`clrjax.pytorch_sgd`).
       grid: ``{name: values}`` of optimizer arguments raced as well (e.g.
@@ -142,21 +152,25 @@ def find_schedule(
         batch)`` then), ``has_aux``, ``takes_rng``, ``compute_dtype`` (for the
         range test and the race; ``accumulation_steps`` does not apply).
       search: a :class:`clrjax.Search`: the range test's steps and learning
-        rates, ``steps_per_epoch``, the ``"decay"`` kind's ``decay_rate``, the
-        validation batch size.
+        rates, ``steps_per_epoch`` (default ``len(data) // batch_size``, a
+        stream's ``len(data)``; required for a stream without ``len``), the
+        ``"decay"`` kind's ``decay_rate``, the validation batch size.
       execution: an :class:`clrjax.Execution` for the range test and the race;
         its ``progress`` prints each stage's time on stderr (``None``: when
         stderr is a terminal); its ``chunk_size`` is the range test's (the race
-        runs an epoch per chunk).
+        runs an epoch per chunk, with a stream at most ``chunk_size`` steps).
 
     Returns:
       The :class:`clrjax.ScheduleChoice`.
 
     Raises:
       ValueError, TypeError: for invalid arguments, naming the argument (a keyword
-        that moved into an option object names its new home); also
-        for a race rung where no run has a finite score (``val_metric``, ``val_data``).
-      MemoryError: ``total_steps`` too long for a rung's per-step arrays.
+        that moved into an option object names its new home; a one-pass
+        iterator as ``data``; a stream without ``len`` and without
+        ``Search.steps_per_epoch``); also for a race rung where no run has a
+        finite score (``val_metric``, ``val_data``).
+      MemoryError: ``total_steps`` too long for a rung's per-step arrays (or a
+        stream's chunk of batches: lower ``Execution.chunk_size``).
       FindScheduleInterrupted: Ctrl-C during the race, with what finished.
 
     Examples:
@@ -252,11 +266,12 @@ def find_schedule_step(
     Args:
       train_step: ``train_step(state, batch[, key]) -> (state, metrics)``.
       train_state: the initial train state (or ``None`` with ``Model.init_fn``).
-      data: training data, a pytree of arrays sharing a leading example axis.
+      data: training data: a pytree of arrays sharing a leading example axis,
+        or a re-iterable stream of batches (as in :func:`find_schedule`).
       val_data: validation data shaped like ``data``.
       val_step: ``val_step(state, batch) -> metrics`` on validation batches.
       total_steps: the training budget the schedule is for (>= 2).
-      batch_size: examples per step.
+      batch_size: examples per step; does not apply to a stream.
       grid: ``{name: values}`` of injected hyperparameters raced as well.
       metric_key: the entry of ``val_step``'s metrics to maximise (e.g.
         ``"accuracy"``); ``None``: the validation loss decides (see

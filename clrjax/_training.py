@@ -4,7 +4,8 @@ The race of :func:`clrjax.find_schedule` and the demo's training comparison
 train many candidate runs at once on the lane engine: a lane's learning rate
 (and momentum, or any hyperparameter) follows its own schedule, given as one
 value per step; its seed fixes its initial parameters and data order (lanes of
-one seed share them, so candidates are compared pairwise); it is scored on
+one seed share them, so candidates are compared pairwise; a stream of batches
+has one order, every lane's); it is scored on
 validation data at chosen steps. Only a NaN/Inf loss ends a lane early.
 """
 
