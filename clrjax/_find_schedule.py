@@ -428,9 +428,8 @@ def _stream_epoch(data: Any, steps_per_epoch: int | None) -> tuple[Any, int]:
                 "Search(steps_per_epoch=...), the batches of one epoch (the 'decay' kind decays "
                 "once per epoch, runs are scored after each)"
             ) from None
-    first = _engine.BatchStream(data).peek()
-    num.check_count("len(data)", steps_per_epoch)
-    return first, steps_per_epoch
+        num.check_count("len(data)", steps_per_epoch)
+    return _engine.BatchStream(data).peek(), steps_per_epoch
 
 
 def _find(
