@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -125,10 +125,20 @@ def find_schedule(
         :func:`clrjax.range_test`, with :class:`clrjax.Model`'s ``state``,
         ``has_aux``, ``takes_rng``).
       params: initial parameters, or ``None`` with ``Model.init_fn``.
-      data: training data, a pytree of arrays sharing a leading example axis.
-      val_data: validation data shaped like ``data`` (never trained on).
+      data: training data: a pytree of arrays sharing a leading example axis
+        (each seed draws its own shuffled batches), or a re-iterable stream of
+        batches (a list of ``(x, y)`` batches, a ``torch`` ``DataLoader``, an
+        object whose ``__iter__`` starts a new pass; not a one-pass generator).
+        A stream is read from its start by every stage (the range test, each
+        rung), in its own order: every lane steps on the same batches, and
+        seeds differ by ``Model.init_fn`` and ``Model.takes_rng`` keys only.
+        Only one chunk of its batches is held at a time
+        (``docs/find_schedule.md``).
+      val_data: validation data shaped like ``data`` (never trained on): a
+        pytree of arrays or a list of batches, held in memory.
       total_steps: the training budget the schedule is for (>= 2).
-      batch_size: examples per step.
+      batch_size: examples per step; does not apply to a stream (its batches'
+        size is the one read).
       optimizer: a factory ``(learning_rate, **hparams) -> GradientTransformation``
         (default :func:`clrjax.pytorch_sgd`).
       grid: ``{name: values}`` of optimizer arguments raced as well (e.g.
@@ -142,21 +152,25 @@ def find_schedule(
         batch)`` then), ``has_aux``, ``takes_rng``, ``compute_dtype`` (for the
         range test and the race; ``accumulation_steps`` does not apply).
       search: a :class:`clrjax.Search`: the range test's steps and learning
-        rates, ``steps_per_epoch``, the ``"decay"`` kind's ``decay_rate``, the
-        validation batch size.
+        rates, ``steps_per_epoch`` (default ``len(data) // batch_size``, a
+        stream's ``len(data)``; required for a stream without ``len``), the
+        ``"decay"`` kind's ``decay_rate``, the validation batch size.
       execution: an :class:`clrjax.Execution` for the range test and the race;
         its ``progress`` prints each stage's time on stderr (``None``: when
         stderr is a terminal); its ``chunk_size`` is the range test's (the race
-        runs an epoch per chunk).
+        runs an epoch per chunk, with a stream at most ``chunk_size`` steps).
 
     Returns:
       The :class:`clrjax.ScheduleChoice`.
 
     Raises:
       ValueError, TypeError: for invalid arguments, naming the argument (a keyword
-        that moved into an option object names its new home); also
-        for a race rung where no run has a finite score (``val_metric``, ``val_data``).
-      MemoryError: ``total_steps`` too long for a rung's per-step arrays.
+        that moved into an option object names its new home; a one-pass
+        iterator as ``data``; a stream without ``len`` and without
+        ``Search.steps_per_epoch``); also for a race rung where no run has a
+        finite score (``val_metric``, ``val_data``).
+      MemoryError: ``total_steps`` too long for a rung's per-step arrays (or a
+        stream's chunk of batches: lower ``Execution.chunk_size``).
       FindScheduleInterrupted: Ctrl-C during the race, with what finished.
 
     Examples:
@@ -252,11 +266,12 @@ def find_schedule_step(
     Args:
       train_step: ``train_step(state, batch[, key]) -> (state, metrics)``.
       train_state: the initial train state (or ``None`` with ``Model.init_fn``).
-      data: training data, a pytree of arrays sharing a leading example axis.
+      data: training data: a pytree of arrays sharing a leading example axis,
+        or a re-iterable stream of batches (as in :func:`find_schedule`).
       val_data: validation data shaped like ``data``.
       val_step: ``val_step(state, batch) -> metrics`` on validation batches.
       total_steps: the training budget the schedule is for (>= 2).
-      batch_size: examples per step.
+      batch_size: examples per step; does not apply to a stream.
       grid: ``{name: values}`` of injected hyperparameters raced as well.
       metric_key: the entry of ``val_step``'s metrics to maximise (e.g.
         ``"accuracy"``); ``None``: the validation loss decides (see
@@ -366,10 +381,55 @@ class _Settings(NamedTuple):
     decay_rate: float
     val: Any
     progress: bool
+    stream_chunk: int | None  # with a stream of batches: the most steps per chunk, else None
+    batch_bytes: int  # with a stream: the bytes of one of its batches, else 0
 
     def report(self, what: str, since: float) -> None:
         if self.progress:
             print(f"{what}: {time.perf_counter() - since:.1f} s", file=sys.stderr)
+
+    def chunk_size(self, num_steps: int) -> int:
+        """Steps per chunk of a rung: an epoch (a stream's: at most ``Execution.chunk_size``)."""
+        return min(self.steps_per_epoch, num_steps, self.stream_chunk or num_steps)
+
+    def check_memory(self, num_steps: int, num_lanes: int, num_seeds: int) -> None:
+        """:func:`check_rung_memory` of a rung: a stream holds a chunk of batches, no orders."""
+        stream = self.stream_chunk is not None
+        check_rung_memory(
+            self.total_steps,
+            num_steps,
+            num_lanes,
+            0 if stream else num_seeds,
+            self.batch_size,
+            chunk_bytes=self.chunk_size(num_steps) * self.batch_bytes,
+        )
+
+
+def _stream_epoch(data: Any, steps_per_epoch: int | None) -> tuple[Any, int]:
+    """A stream's first batch and its steps per epoch; refuses what cannot be read again.
+
+    Every stage (the range test, each rung) reads the stream from its start, so
+    a one-pass iterator is refused before anything is read; ``len(data)`` is the
+    number of batches of an epoch unless ``Search.steps_per_epoch`` says.
+    """
+    if isinstance(data, Iterator):
+        raise TypeError(
+            f"data is a one-pass iterator ({type(data).__name__}), but find_schedule reads data "
+            "from its start once per stage (the range test and every rung of the race); pass a "
+            "re-iterable: a list of batches, a DataLoader, or an object whose __iter__ starts "
+            "a new pass"
+        )
+    if steps_per_epoch is None:
+        try:
+            steps_per_epoch = len(data)
+        except TypeError:
+            raise TypeError(
+                f"data ({type(data).__name__}) has no len(), so its epoch is unknown: pass "
+                "Search(steps_per_epoch=...), the batches of one epoch (the 'decay' kind decays "
+                "once per epoch, runs are scored after each)"
+            ) from None
+        num.check_count("len(data)", steps_per_epoch)
+    return _engine.BatchStream(data).peek(), steps_per_epoch
 
 
 def _find(
@@ -399,16 +459,19 @@ def _find(
     for kind in kinds:
         num.check_choice("kinds", kind, KINDS)
     num.check_distinct("kinds", kinds)
-    if _engine.is_batch_stream(data):
-        raise TypeError("data must be a pytree of arrays (the race draws its own batches)")
-    num_examples = _engine.example_count(data)
-    if batch_size > num_examples:
-        raise ValueError(
-            f"batch_size ({batch_size}) is larger than the number of examples in data "
-            f"({num_examples})"
-        )
-    steps_per_epoch = search.steps_per_epoch or num_examples // batch_size
-    like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
+    stream = _engine.is_batch_stream(data)
+    if stream:
+        like, steps_per_epoch = _stream_epoch(data, search.steps_per_epoch)
+        batch_size = _engine.example_count(like, "a batch of data")  # the stream's, not ours
+    else:
+        num_examples = _engine.example_count(data)
+        if batch_size > num_examples:
+            raise ValueError(
+                f"batch_size ({batch_size}) is larger than the number of examples in data "
+                f"({num_examples})"
+            )
+        steps_per_epoch = search.steps_per_epoch or num_examples // batch_size
+        like = jax.tree.map(lambda a: np.asarray(a)[:1], data)
     settings = _Settings(
         total_steps=total_steps,
         batch_size=batch_size,
@@ -417,10 +480,10 @@ def _find(
         decay_rate=float(search.decay_rate),
         val=_engine.validation_batches(val_data, search.val_batch_size, like),
         progress=sys.stderr.isatty() if execution.progress is None else bool(execution.progress),
+        stream_chunk=(execution.chunk_size or total_steps) if stream else None,
+        batch_bytes=sum(np.asarray(a).nbytes for a in jax.tree.leaves(like)) if stream else 0,
     )
-    check_rung_memory(
-        total_steps, total_steps, RUNG_KEEP[-1] * RUNG_SEEDS[-1], RUNG_SEEDS[-1], batch_size
-    )
+    settings.check_memory(total_steps, RUNG_KEEP[-1] * RUNG_SEEDS[-1], RUNG_SEEDS[-1])
     key = _grid.as_key(key)
     result = run_range_test(
         tasks.range_test,
@@ -487,7 +550,7 @@ def _run_race(
         start_time = time.perf_counter()
         chosen = [candidates[i] for i in indices]
         runs = [c for c in chosen for _ in range(num_seeds)]
-        check_rung_memory(total, num_steps, len(runs), num_seeds, settings.batch_size)
+        settings.check_memory(num_steps, len(runs), num_seeds)
         lrs, moms = schedule_arrays(
             runs,
             num_steps,
@@ -511,7 +574,9 @@ def _run_race(
             key=race_key,
             val=settings.val,
             eval_steps=evals,
-            request=engine_request(execution, progress=False, chunk_size=min(per_epoch, num_steps)),
+            request=engine_request(
+                execution, progress=False, chunk_size=settings.chunk_size(num_steps)
+            ),
         )
         first = num_steps == budgets[0]
         scores, trusted = _scores(trained.scores, has_metric=tasks.has_metric, first_rung=first)

@@ -348,7 +348,8 @@ class Search:
       start_lr: the range test's first learning rate (> 0).
       end_lr: the range test's last learning rate (> ``start_lr``).
       steps_per_epoch: steps of one epoch (``"decay"`` decays once per epoch;
-        runs are scored after each); default ``len(data) // batch_size``.
+        runs are scored after each); default ``len(data) // batch_size``, or
+        for a stream of batches ``len(data)`` (required if it has no ``len``).
       decay_rate: the ``"decay"`` factor per epoch, in ``(0, 1]`` (the seed
         recipe's 0.97).
       val_batch_size: validation batch size of the race (default: all at once).

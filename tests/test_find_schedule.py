@@ -159,7 +159,7 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
         (dict(decay_rate=0.0), ValueError, "decay_rate"),
         (dict(grid={"momentum_typo": [0.9]}), ValueError, "momentum_typo"),
         (dict(grid={"momentum": [0.9, 0.95]}), ValueError, "one-cycle cycles"),
-        (dict(data=[TRAIN]), TypeError, "data"),
+        (dict(data=iter([TRAIN])), TypeError, "data is a one-pass iterator"),
         (dict(kinds=("decay", "decay")), ValueError, "kinds lists 'decay' more than once"),
         (dict(range_test_steps=5), ValueError, "range_test_steps"),
     ],

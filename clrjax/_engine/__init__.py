@@ -33,6 +33,7 @@ import what they use from this package, never from its modules.
 
 from clrjax._engine.feeding import (
     BatchSource,
+    BatchStream,
     StepPlan,
     batch_orders,
     example_count,
@@ -58,6 +59,7 @@ __all__ = [
     "SMOOTHINGS",
     "STRATEGIES",
     "BatchSource",
+    "BatchStream",
     "Interrupted",
     "LaneSpec",
     "Request",
