@@ -200,12 +200,21 @@ def test_serial_groups_step_on_host_threads_at_once(monkeypatch):
 
 def test_interrupt_with_threads_keeps_the_completed_chunks(monkeypatch):
     calls = []
+    lock = threading.Lock()
+    # The first two calls wait for each other: they can only both return when two
+    # host threads step groups at once, whatever the OS scheduler does (on one
+    # thread the barrier times out and the run fails).
+    both_started = threading.Barrier(2, timeout=60)
     drive = runner.drive
 
     def spy(prog, groups, *args, **kw):
         def run_then_interrupt(*run_args):
-            calls.append(threading.get_ident())
-            if len(calls) == 2 * 6 + 1:  # the first call of the third chunk
+            with lock:
+                calls.append(threading.get_ident())
+                n = len(calls)
+            if n <= 2:
+                both_started.wait()
+            if n == 2 * 6 + 1:  # the first call of the third chunk
                 raise KeyboardInterrupt
             return prog.run(*run_args)
 

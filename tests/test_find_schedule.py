@@ -177,7 +177,7 @@ def test_an_optimizer_without_momentum_races_without_it():
     assert "rung" in choice.decided_by
 
 
-def test_find_schedule_step_races_the_users_train_step(choice):
+def test_find_schedule_step_races_the_users_train_step():
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
 
     def make_state(key):
