@@ -22,8 +22,8 @@ Usage (``make mutants`` runs the first)::
     python scripts/mutants.py --data /somewhere/.coverage --reuse
 
 ``--data FILE --reuse`` keeps the coverage run's data between runs (the run
-takes as long as the suite); ``--append ARGS`` adds the given tests (pytest
-arguments) to that data, e.g. after writing a new test. Reused data is only
+takes as long as the suite); ``--append 'ARGS'`` adds the given tests (pytest
+arguments, one quoted string) to that data, e.g. after writing a new test. Reused data is only
 valid while the package's line numbers have not moved.
 
 The file is also the pytest plugin (``-p mutants``) that names each coverage
@@ -37,6 +37,7 @@ import ast
 import concurrent.futures
 import os
 import queue
+import shlex
 import shutil
 import subprocess
 import sys
@@ -227,7 +228,9 @@ def check_guard(guard: Guard, copy: Path, timeout: float) -> None:
         guard.outcome = "survived"
     else:
         guard.outcome = "error"
-        guard.detail = f"pytest exit {result.returncode}: " + output[-800:]
+        guard.detail = f"pytest exit {result.returncode}: " + output.strip()[-800:]
+        if result.returncode == 4:  # a node id not found: the data predates the tests
+            guard.detail += "\n(stale coverage data? run again without --reuse)"
 
 
 def check_all(guards: list[Guard], jobs: int, timeout: float) -> None:
@@ -309,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="use --data as it is when it exists")
     parser.add_argument(
         "--append",
-        nargs="+",
-        metavar="ARG",
-        help="run these pytest arguments under coverage and add them to --data",
+        type=shlex.split,
+        metavar="'PYTEST ARGS'",
+        help="run these pytest arguments (one quoted string) under coverage, adding to --data",
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds one mutant's tests may take"

@@ -1,5 +1,6 @@
 """Tests for the lane engine: placements, drivers, the strategy rules, feeding, interrupts."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -518,9 +519,9 @@ def test_batch_stream_takes_the_largest_batches_and_refuses_odd_streams():
     stream.take(1)
     with pytest.raises(ValueError, match="smaller than the batch size"):
         feeding.BatchStream(iter([(x[:16],), *[(x[:5],)] * 2000])).take(2)
-    with pytest.raises(ValueError, match="structure"):
+    with pytest.raises(ValueError, match="must share one structure and shape"):
         feeding.BatchStream([(x[:16],), {"x": x[:16]}]).take(2)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="must share one structure and shape"):
         feeding.BatchStream([(x[:16],), (np.zeros((16, 2)),)]).take(2)
 
 
@@ -589,3 +590,20 @@ def test_lanes_on_8_cpu_devices_match_one_device():
         assert out[k]["devices_used"] == int(k)
         assert out[k]["max_rel_diff"] < 1e-4, out[k]
         assert out[k]["nan_equal"] and out[k]["diverged_equal"]
+
+
+def test_a_mesh_contradicted_by_shard_lanes_false_is_refused():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("lanes", "data"))
+    with pytest.raises(ValueError, match="shard_lanes=False contradicts mesh"):
+        run(mesh=mesh, shard_lanes=False)
+
+
+def test_a_batch_the_mesh_data_axis_cannot_split_is_refused():
+    # One process has one CPU device: an abstract mesh stands for two along "data".
+    mesh = jax.sharding.AbstractMesh((1, 2), ("lanes", "data"))
+    source = feeding.BatchSource(data=(X,), orders=np.zeros((1, 5, 3), np.int32))
+    plan = feeding.StepPlan(5, {"learning_rate": np.ones(5)}, {}, np.ones(5, bool), source)
+    with pytest.raises(ValueError, match=r"batch_size \(3\) must be a multiple of the mesh"):
+        runner._batch_axis(plan, mesh)
+    even = dataclasses.replace(source, orders=np.zeros((1, 5, 4), np.int32))
+    assert runner._batch_axis(dataclasses.replace(plan, source=even), mesh) == 0

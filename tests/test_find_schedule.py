@@ -1,5 +1,6 @@
 """Tests for clrjax.find_schedule and its result, clrjax.ScheduleChoice."""
 
+import dataclasses
 import functools
 
 import jax
@@ -246,3 +247,67 @@ def test_model_state_is_threaded_through_the_race():
         **kw,
     )
     assert np.nanmax(choice.candidate_scores()) > 0.5
+
+
+def test_a_bad_loss_fn_is_named():
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        clrjax.find_schedule("loss", None, TRAIN, val_data=VAL, total_steps=72, batch_size=32)
+
+
+def test_missing_params_are_named_before_the_other_arguments_are_checked():
+    with pytest.raises(ValueError, match="params must be given unless init_fn"):
+        clrjax.find_schedule(loss_fn, None, TRAIN, val_data=None, total_steps=72)
+
+
+def make_state(key):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    params = init_fn(key)
+    return {"params": params, "opt": tx.init(params)}
+
+
+def step(state, batch):
+    return state, loss_fn(state["params"], batch)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(val_step="val"), TypeError, "val_step must be callable"),
+        (dict(metric_key=1), TypeError, "metric_key must be a string"),
+        (dict(init_fn=None), ValueError, "train_state must be given unless init_fn"),
+    ],
+)
+def test_find_schedule_step_names_bad_arguments(kwargs, error, match):
+    args = dict(train_step=step, val_step=step, init_fn=make_state)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        clrjax.find_schedule_step(
+            args.pop("train_step"), None, TRAIN, val_data=VAL, total_steps=72, **args
+        )
+
+
+def test_a_bad_train_step_is_refused_before_init_fn_runs():
+    calls = []
+
+    def init(key):
+        calls.append(key)
+        return make_state(key)
+
+    with pytest.raises(TypeError, match="train_step must be callable"):
+        clrjax.find_schedule_step(
+            "step", None, TRAIN, val_data=VAL, val_step=step, total_steps=72, init_fn=init
+        )
+    assert calls == []
+
+
+def test_a_range_test_without_suggestions_is_refused():
+    def nan_loss(params, batch):  # every lane diverges at once
+        return loss_fn(params, batch) * jnp.nan
+
+    with pytest.raises(ValueError, match="the range test gave no suggestion on any lane"):
+        clrjax.find_schedule(nan_loss, None, TRAIN, val_data=VAL, **FAST)
+
+
+def test_a_choice_of_an_unknown_kind_is_refused(choice):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        dataclasses.replace(choice, kind="cosine")
