@@ -75,6 +75,14 @@ def pytest_runtest_protocol(item, nextitem):
         cov.switch_context("")
 
 
+def pytest_runtest_logreport(report):
+    """Lists the tests that fail unmutated: they cannot tell a mutant apart."""
+    failed = os.environ.get("MUTANTS_FAILED")
+    if failed and report.failed:
+        with open(failed, "a") as f:
+            f.write(report.nodeid + "\n")
+
+
 # --------------------------------------------------------------------------- guards
 
 
@@ -160,7 +168,13 @@ def run_coverage(data: Path, pytest_args: list[str], append: bool) -> None:
         "no:xdist",
         *pytest_args,
     ]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(ROOT)]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(ROOT)]),
+        MUTANTS_FAILED=str(failed_file(data)),
+    )
+    if not append:
+        failed_file(data).unlink(missing_ok=True)
     print("coverage run:", " ".join(pytest_args) or "the whole suite", flush=True)
     start = time.monotonic()
     # The suite's own failures are not this script's business: the mapping is
@@ -169,9 +183,24 @@ def run_coverage(data: Path, pytest_args: list[str], append: bool) -> None:
     print(f"coverage run took {time.monotonic() - start:.0f} s", flush=True)
 
 
+def failed_file(data: Path) -> Path:
+    """Where the coverage run lists the tests that failed (beside the data)."""
+    return data.with_name(data.name + ".failed")
+
+
 def attach_tests(guards: list[Guard], data: Path) -> None:
-    """Fills each guard's ``tests`` with the contexts that executed its raise."""
+    """Fills each guard's ``tests`` with the contexts that executed its raise.
+
+    Tests that failed in the coverage run are left out: they fail with or
+    without the guard.
+    """
     import coverage
+
+    failed_path = failed_file(data)
+    failed = set(failed_path.read_text().split("\n")) if failed_path.exists() else set()
+    failed.discard("")
+    if failed:
+        print(f"left out, failed in the coverage run: {', '.join(sorted(failed))}", flush=True)
 
     covdata = coverage.CoverageData(basename=str(data))
     covdata.read()
@@ -183,7 +212,7 @@ def attach_tests(guards: list[Guard], data: Path) -> None:
             name = measured.get(absolute)
             by_file[absolute] = covdata.contexts_by_lineno(name) if name else {}
         contexts = by_file[absolute].get(guard.raise_line, [])
-        guard.tests = sorted(c for c in set(contexts) if c)
+        guard.tests = sorted(c for c in set(contexts) if c and c not in failed)
         if guard.tests:
             guard.outcome = "pending"
 
