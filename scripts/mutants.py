@@ -39,6 +39,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,11 +77,11 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def pytest_runtest_logreport(report):
-    """Lists the tests that fail unmutated: they cannot tell a mutant apart."""
-    failed = os.environ.get("MUTANTS_FAILED")
-    if failed and report.failed:
-        with open(failed, "a") as f:
-            f.write(report.nodeid + "\n")
+    """Logs each test's phases (duration, outcome) beside the coverage data."""
+    log = os.environ.get("MUTANTS_TESTS")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{report.nodeid}\t{report.duration:.3f}\t{report.outcome}\n")
 
 
 # --------------------------------------------------------------------------- guards
@@ -171,10 +172,10 @@ def run_coverage(data: Path, pytest_args: list[str], append: bool) -> None:
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(ROOT)]),
-        MUTANTS_FAILED=str(failed_file(data)),
+        MUTANTS_TESTS=str(test_log(data)),
     )
     if not append:
-        failed_file(data).unlink(missing_ok=True)
+        test_log(data).unlink(missing_ok=True)
     print("coverage run:", " ".join(pytest_args) or "the whole suite", flush=True)
     start = time.monotonic()
     # The suite's own failures are not this script's business: the mapping is
@@ -183,25 +184,30 @@ def run_coverage(data: Path, pytest_args: list[str], append: bool) -> None:
     print(f"coverage run took {time.monotonic() - start:.0f} s", flush=True)
 
 
-def failed_file(data: Path) -> Path:
-    """Where the coverage run lists the tests that failed (beside the data)."""
-    return data.with_name(data.name + ".failed")
+def test_log(data: Path) -> Path:
+    """Where the coverage run logs each test's duration and outcome (beside the data)."""
+    return data.with_name(data.name + ".tests")
 
 
 def attach_tests(guards: list[Guard], data: Path) -> None:
     """Fills each guard's ``tests`` with the contexts that executed its raise.
 
+    The quickest tests come first (the first failure ends a mutant's run).
     Tests that failed in the coverage run are left out: they fail with or
     without the guard.
     """
     import coverage
 
-    failed_path = failed_file(data)
-    failed = set(failed_path.read_text().split("\n")) if failed_path.exists() else set()
-    failed.discard("")
+    seconds: dict[str, float] = {}
+    failed = set()
+    if test_log(data).exists():
+        for line in test_log(data).read_text().splitlines():
+            nodeid, duration, outcome = line.rsplit("\t", 2)
+            seconds[nodeid] = seconds.get(nodeid, 0.0) + float(duration)
+            if outcome == "failed":
+                failed.add(nodeid)
     if failed:
         print(f"left out, failed in the coverage run: {', '.join(sorted(failed))}", flush=True)
-
     covdata = coverage.CoverageData(basename=str(data))
     covdata.read()
     measured = {Path(f).resolve(): f for f in covdata.measured_files()}
@@ -212,7 +218,8 @@ def attach_tests(guards: list[Guard], data: Path) -> None:
             name = measured.get(absolute)
             by_file[absolute] = covdata.contexts_by_lineno(name) if name else {}
         contexts = by_file[absolute].get(guard.raise_line, [])
-        guard.tests = sorted(c for c in set(contexts) if c and c not in failed)
+        tests = {c for c in contexts if c and c not in failed}
+        guard.tests = sorted(tests, key=lambda t: (seconds.get(t, float("inf")), t))
         if guard.tests:
             guard.outcome = "pending"
 
@@ -350,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--list", action="store_true", help="list the guards and stop")
     args = parser.parse_args(argv)
+    # A terminated run removes its temporary copies like an interrupted one.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     modules = args.module or sorted((ROOT / PACKAGE).rglob("*.py"))
     guards = [g for m in modules for g in find_guards((ROOT / m).resolve())]

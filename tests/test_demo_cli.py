@@ -1,6 +1,7 @@
 """Tests for the ``clrjax`` command line, run in-process through ``main``."""
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -311,3 +312,12 @@ def test_ctrl_c_while_running_exits_130_with_one_line():
     out, err = proc.communicate(timeout=60)
     assert header.startswith("LR range test on digits")
     assert (proc.returncode, err, out) == (130, "clrjax demo: interrupted\n", "")
+
+
+def test_python_m_clrjax_runs_the_command_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["clrjax", "--help"])
+    monkeypatch.delitem(sys.modules, "clrjax.__main__", raising=False)  # runpy warns if imported
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("clrjax", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "usage: clrjax" in capsys.readouterr().out

@@ -607,3 +607,11 @@ def test_a_batch_the_mesh_data_axis_cannot_split_is_refused():
         runner._batch_axis(plan, mesh)
     even = dataclasses.replace(source, orders=np.zeros((1, 5, 4), np.int32))
     assert runner._batch_axis(dataclasses.replace(plan, source=even), mesh) == 0
+
+
+def test_a_larger_batch_after_the_run_started_is_refused():
+    x = np.arange(64.0)[:, None]
+    stream = feeding.BatchStream([(x[:16],), (x[16:32],), (x[:32],)])
+    stream.take(2)
+    with pytest.raises(ValueError, match="a batch of 32 examples arrived after the run started"):
+        stream.take(1)

@@ -311,3 +311,11 @@ def test_a_range_test_without_suggestions_is_refused():
 def test_a_choice_of_an_unknown_kind_is_refused(choice):
     with pytest.raises(ValueError, match="kind must be one of"):
         dataclasses.replace(choice, kind="cosine")
+
+
+def test_a_val_metric_that_is_not_a_scalar_is_refused():
+    def per_class(params, batch):
+        return jnp.ones(3) * accuracy(params, batch)
+
+    with pytest.raises(ValueError, match="val_metric must return a scalar"):
+        clrjax.find_schedule(loss_fn, None, TRAIN, val_data=VAL, val_metric=per_class, **FAST)

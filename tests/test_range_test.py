@@ -796,3 +796,8 @@ def test_the_rebound_rule_waits_for_the_start_level_and_a_real_fall():
         loss_fn=noise, takes_rng=True, diverge_rebound=0.5, diverge_threshold=None, num_steps=60
     )
     assert r.diverged_at[0] == -1
+
+
+def test_a_loss_fn_without_its_aux_is_refused():
+    with pytest.raises(ValueError, match=r"loss_fn must return \(loss, aux\), got"):
+        run(has_aux=True)
