@@ -615,3 +615,9 @@ def test_a_larger_batch_after_the_run_started_is_refused():
     stream.take(2)
     with pytest.raises(ValueError, match="a batch of 32 examples arrived after the run started"):
         stream.take(1)
+
+
+@pytest.mark.parametrize("data", [(), {}, None])
+def test_data_without_arrays_is_refused(data):
+    with pytest.raises(ValueError, match="data must contain at least one array"):
+        clrjax.range_test(mlp_loss, MLP_PARAMS, data, batch_size=16, num_steps=20)
