@@ -117,7 +117,7 @@ def find_guards(path: Path) -> list[Guard]:
                 test = node.test
                 guards.append(
                     Guard(
-                        path=path.relative_to(ROOT),
+                        path=path.relative_to(ROOT) if path.is_relative_to(ROOT) else path,
                         line=node.lineno,
                         raise_line=body.lineno,
                         test_start=(test.lineno, test.col_offset),
