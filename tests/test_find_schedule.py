@@ -145,7 +145,7 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(val_data=None), ValueError, "val_data"),
+        (dict(val_data=None), ValueError, "val_data is required"),
         (dict(val_data=(VAL[0][:, :4], VAL[1])), ValueError, "val_data"),
         (dict(total_steps=1), ValueError, "total_steps"),
         (dict(optimizer=lambda lr: optax.sgd(lr)), ValueError, "learning_rate"),
