@@ -801,3 +801,8 @@ def test_the_rebound_rule_waits_for_the_start_level_and_a_real_fall():
 def test_a_loss_fn_without_its_aux_is_refused():
     with pytest.raises(ValueError, match=r"loss_fn must return \(loss, aux\), got"):
         run(has_aux=True)
+
+
+def test_a_grid_name_that_is_not_a_string_is_refused():
+    with pytest.raises(TypeError, match="grid names must be strings, got 1"):
+        run(grid={1: [0.1]})
