@@ -806,3 +806,16 @@ def test_a_loss_fn_without_its_aux_is_refused():
 def test_a_grid_name_that_is_not_a_string_is_refused():
     with pytest.raises(TypeError, match="grid names must be strings, got 1"):
         run(grid={1: [0.1]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(grid={"seed": [1.0]}), ValueError, "grid name 'seed' is reserved; pass seeds="),
+        (dict(key=-1), ValueError, r"key must be a non-negative int seed below 2\*\*63, got -1"),
+        (dict(key=2**63), ValueError, r"key must be a non-negative int seed below 2\*\*63"),
+    ],
+)
+def test_the_seed_grid_name_and_out_of_range_int_keys_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run(**kwargs)
