@@ -236,6 +236,7 @@ def test_schedules_writes_one_png_per_family(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     assert len(capsys.readouterr().out.splitlines()) == 5
     assert _cli.main(["schedules", "--out-dir", str(tmp_path / "nope")]) == 1
+    assert "nope' is not a directory" in capsys.readouterr().err
 
 
 def test_missing_matplotlib_exits_1_naming_the_extra(tmp_path, monkeypatch, capsys):

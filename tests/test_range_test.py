@@ -814,8 +814,9 @@ def test_a_grid_name_that_is_not_a_string_is_refused():
         (dict(grid={"seed": [1.0]}), ValueError, "grid name 'seed' is reserved; pass seeds="),
         (dict(key=-1), ValueError, r"key must be a non-negative int seed below 2\*\*63, got -1"),
         (dict(key=2**63), ValueError, r"key must be a non-negative int seed below 2\*\*63"),
+        (dict(key=jax.random.split(jax.random.key(0))), ValueError, r"single PRNG key, got shape"),
     ],
 )
-def test_the_seed_grid_name_and_out_of_range_int_keys_are_named(kwargs, error, match):
+def test_the_seed_grid_name_and_bad_keys_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         run(**kwargs)
