@@ -820,3 +820,8 @@ def test_a_grid_name_that_is_not_a_string_is_refused():
 def test_the_seed_grid_name_and_bad_keys_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         run(**kwargs)
+
+
+def test_an_optimizer_that_is_neither_factory_nor_transformation_is_named():
+    with pytest.raises(TypeError, match=r"or an optax\.inject_hyperparams optimizer, got 'sgd'"):
+        run(optimizer="sgd")
