@@ -825,3 +825,8 @@ def test_the_seed_grid_name_and_bad_keys_are_named(kwargs, error, match):
 def test_an_optimizer_that_is_neither_factory_nor_transformation_is_named():
     with pytest.raises(TypeError, match=r"or an optax\.inject_hyperparams optimizer, got 'sgd'"):
         run(optimizer="sgd")
+
+
+def test_a_loss_fn_that_is_not_callable_is_named():
+    with pytest.raises(TypeError, match="loss_fn must be callable, got 'loss'"):
+        run(loss_fn="loss")

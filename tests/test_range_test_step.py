@@ -247,3 +247,13 @@ def test_an_integer_injected_hyperparameter_is_refused():
         clrjax.range_test_step(
             make_step(tx), start(tx), (X, Y), grid={"momentum": [0.5, 0.9]}, **FAST
         )
+
+
+def test_a_bad_train_step_state_or_loss_key_is_named():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    with pytest.raises(TypeError, match="train_step must be callable, got 'step'"):
+        clrjax.range_test_step("step", start(tx), (X, Y), **FAST)
+    with pytest.raises(ValueError, match="train_state must be given unless init_fn is"):
+        clrjax.range_test_step(make_step(tx), None, (X, Y), **FAST)
+    with pytest.raises(TypeError, match="loss_key must be a string, got 1"):
+        clrjax.range_test_step(make_step(tx), start(tx), (X, Y), loss_key=1, **FAST)
