@@ -257,3 +257,7 @@ def test_a_bad_train_step_state_or_loss_key_is_named():
         clrjax.range_test_step(make_step(tx), None, (X, Y), **FAST)
     with pytest.raises(TypeError, match="loss_key must be a string, got 1"):
         clrjax.range_test_step(make_step(tx), start(tx), (X, Y), loss_key=1, **FAST)
+    with pytest.raises(TypeError, match="val_step must be callable, got 'val'"):
+        clrjax.range_test_step(
+            make_step(tx), start(tx), (X, Y), val_data=(X, Y), val_step="val", **FAST
+        )
