@@ -295,8 +295,14 @@ def check_all(guards: list[Guard], jobs: int, timeout: float) -> None:
                 report_one(guard, f"[{done}/{len(pending)}] ")
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            for future in [pool.submit(work, g) for g in pending]:
-                future.result()
+            futures = [pool.submit(work, g) for g in pending]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # Ctrl-C, SIGTERM: the queued mutants do not run
+                for future in futures:
+                    future.cancel()
+                raise
 
 
 # --------------------------------------------------------------------------- report
