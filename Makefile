@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test docs lint format bench clean
+.PHONY: demo test docs lint format bench mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ format: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_range_test.py
+
+# Every guard clause (an `if` whose body is a single `raise`) must be raised and needed by a test.
+mutants: $(VENV)/.dev
+	$(BIN)/python scripts/mutants.py --jobs 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build docs/api

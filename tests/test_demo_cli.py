@@ -1,6 +1,7 @@
 """Tests for the ``clrjax`` command line, run in-process through ``main``."""
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -235,6 +236,7 @@ def test_schedules_writes_one_png_per_family(tmp_path, capsys):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
     assert len(capsys.readouterr().out.splitlines()) == 5
     assert _cli.main(["schedules", "--out-dir", str(tmp_path / "nope")]) == 1
+    assert "nope' is not a directory" in capsys.readouterr().err
 
 
 def test_missing_matplotlib_exits_1_naming_the_extra(tmp_path, monkeypatch, capsys):
@@ -311,3 +313,12 @@ def test_ctrl_c_while_running_exits_130_with_one_line():
     out, err = proc.communicate(timeout=60)
     assert header.startswith("LR range test on digits")
     assert (proc.returncode, err, out) == (130, "clrjax demo: interrupted\n", "")
+
+
+def test_python_m_clrjax_runs_the_command_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["clrjax", "--help"])
+    monkeypatch.delitem(sys.modules, "clrjax.__main__", raising=False)  # runpy warns if imported
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("clrjax", run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "usage: clrjax" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """Tests for the lane engine: placements, drivers, the strategy rules, feeding, interrupts."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -202,12 +203,21 @@ def test_serial_groups_step_on_host_threads_at_once(monkeypatch):
 
 def test_interrupt_with_threads_keeps_the_completed_chunks(monkeypatch):
     calls = []
+    lock = threading.Lock()
+    # The first two calls wait for each other: they can only both return when two
+    # host threads step groups at once, whatever the OS scheduler does (on one
+    # thread the barrier times out and the run fails).
+    both_started = threading.Barrier(2, timeout=60)
     drive = runner.drive
 
     def spy(prog, groups, *args, **kw):
         def run_then_interrupt(*run_args):
-            calls.append(threading.get_ident())
-            if len(calls) == 2 * 6 + 1:  # the first call of the third chunk
+            with lock:
+                calls.append(threading.get_ident())
+                n = len(calls)
+            if n <= 2:
+                both_started.wait()
+            if n == 2 * 6 + 1:  # the first call of the third chunk
                 raise KeyboardInterrupt
             return prog.run(*run_args)
 
@@ -511,9 +521,9 @@ def test_batch_stream_takes_the_largest_batches_and_refuses_odd_streams():
     stream.take(1)
     with pytest.raises(ValueError, match="smaller than the batch size"):
         feeding.BatchStream(iter([(x[:16],), *[(x[:5],)] * 2000])).take(2)
-    with pytest.raises(ValueError, match="structure"):
+    with pytest.raises(ValueError, match="must share one structure and shape"):
         feeding.BatchStream([(x[:16],), {"x": x[:16]}]).take(2)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="must share one structure and shape"):
         feeding.BatchStream([(x[:16],), (np.zeros((16, 2)),)]).take(2)
 
 
@@ -582,3 +592,28 @@ def test_lanes_on_8_cpu_devices_match_one_device():
         assert out[k]["devices_used"] == int(k)
         assert out[k]["max_rel_diff"] < 1e-4, out[k]
         assert out[k]["nan_equal"] and out[k]["diverged_equal"]
+
+
+def test_a_batch_the_mesh_data_axis_cannot_split_is_refused():
+    # One process has one CPU device: an abstract mesh stands for two along "data".
+    mesh = jax.sharding.AbstractMesh((1, 2), ("lanes", "data"))
+    source = feeding.BatchSource(data=(X,), orders=np.zeros((1, 5, 3), np.int32))
+    plan = feeding.StepPlan(5, {"learning_rate": np.ones(5)}, {}, np.ones(5, bool), source)
+    with pytest.raises(ValueError, match=r"batch_size \(3\) must be a multiple of the mesh"):
+        runner._batch_axis(plan, mesh)
+    even = dataclasses.replace(source, orders=np.zeros((1, 5, 4), np.int32))
+    assert runner._batch_axis(dataclasses.replace(plan, source=even), mesh) == 0
+
+
+def test_a_larger_batch_after_the_run_started_is_refused():
+    x = np.arange(64.0)[:, None]
+    stream = feeding.BatchStream([(x[:16],), (x[16:32],), (x[:32],)])
+    stream.take(2)
+    with pytest.raises(ValueError, match="a batch of 32 examples arrived after the run started"):
+        stream.take(1)
+
+
+@pytest.mark.parametrize("data", [(), {}, None])
+def test_data_without_arrays_is_refused(data):
+    with pytest.raises(ValueError, match="data must contain at least one array"):
+        clrjax.range_test(mlp_loss, MLP_PARAMS, data, batch_size=16, num_steps=20)

@@ -148,7 +148,7 @@ def test_without_a_metric_an_overconfident_rung_stops_the_race():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(val_data=None), ValueError, "val_data"),
+        (dict(val_data=None), ValueError, "val_data is required"),
         (dict(val_data=(VAL[0][:, :4], VAL[1])), ValueError, "val_data"),
         (dict(total_steps=1), ValueError, "total_steps"),
         (dict(optimizer=lambda lr: optax.sgd(lr)), ValueError, "learning_rate"),
@@ -182,7 +182,7 @@ def test_an_optimizer_without_momentum_races_without_it():
     assert "rung" in choice.decided_by
 
 
-def test_find_schedule_step_races_the_users_train_step(choice):
+def test_find_schedule_step_races_the_users_train_step():
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
 
     def make_state(key):
@@ -386,3 +386,81 @@ def test_train_step_side_effects_run_at_trace_time_only():
         validation=clrjax.Validation(VAL, step=val_step),
     )
     assert traces == {"train": 2, "val": 2}  # the same call again: nothing traced
+
+
+def test_a_bad_loss_fn_is_named():
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        clrjax.find_schedule("loss", None, TRAIN, val_data=VAL, total_steps=72, batch_size=32)
+
+
+def test_missing_params_are_named_before_the_other_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"params must be given unless Model\.init_fn"):
+        clrjax.find_schedule(loss_fn, None, TRAIN, val_data=None, total_steps=72)
+
+
+def make_state(key):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    params = init_fn(key)
+    return {"params": params, "opt": tx.init(params)}
+
+
+def step(state, batch):
+    return state, loss_fn(state["params"], batch)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(val_step="val"), TypeError, "val_step must be callable"),
+        (dict(metric_key=1), TypeError, "metric_key must be a string"),
+        (dict(model=clrjax.Model()), ValueError, "train_state must be given unless"),
+    ],
+)
+def test_find_schedule_step_names_bad_arguments(kwargs, error, match):
+    args = dict(train_step=step, val_step=step, model=clrjax.Model(init_fn=make_state))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        clrjax.find_schedule_step(
+            args.pop("train_step"), None, TRAIN, val_data=VAL, total_steps=72, **args
+        )
+
+
+def test_a_bad_train_step_is_refused_before_init_fn_runs():
+    calls = []
+
+    def init(key):
+        calls.append(key)
+        return make_state(key)
+
+    with pytest.raises(TypeError, match="train_step must be callable"):
+        clrjax.find_schedule_step(
+            "step",
+            None,
+            TRAIN,
+            val_data=VAL,
+            val_step=step,
+            total_steps=72,
+            model=clrjax.Model(init_fn=init),
+        )
+    assert calls == []
+
+
+def test_a_range_test_without_suggestions_is_refused():
+    def nan_loss(params, batch):  # every lane diverges at once
+        return loss_fn(params, batch) * jnp.nan
+
+    with pytest.raises(ValueError, match="the range test gave no suggestion on any lane"):
+        clrjax.find_schedule(nan_loss, None, TRAIN, val_data=VAL, **FAST)
+
+
+def test_a_choice_of_an_unknown_kind_is_refused(choice):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        dataclasses.replace(choice, kind="cosine")
+
+
+def test_a_val_metric_that_is_not_a_scalar_is_refused():
+    def per_class(params, batch):
+        return jnp.ones(3) * accuracy(params, batch)
+
+    with pytest.raises(ValueError, match="val_metric must return a scalar"):
+        clrjax.find_schedule(loss_fn, None, TRAIN, val_data=VAL, val_metric=per_class, **FAST)

@@ -162,3 +162,8 @@ def test_check_float_accepts():
 def test_check_float_x64(x64):
     num.check_float("x", 1e39)
     num.check_float("x", 1e-40, positive=True)
+
+
+def test_an_init_fn_that_is_not_callable_is_named():
+    with pytest.raises(TypeError, match="init_fn must be callable, got 'init'"):
+        num.checked_init("init")

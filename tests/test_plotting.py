@@ -492,3 +492,10 @@ def test_importing_plotting_does_not_import_matplotlib():
     code = "import sys, clrjax.plotting; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_plot_schedule_names_a_schedule_or_momentum_that_is_not_callable():
+    with pytest.raises(TypeError, match="schedule must be a callable step -> value; got None"):
+        plotting.plot_schedule(None, 10)
+    with pytest.raises(TypeError, match="momentum must be a callable step -> value or None"):
+        plotting.plot_schedule(lambda step: 0.1, 10, momentum="x")

@@ -57,6 +57,12 @@ def test_rung_shapes_are_checked():
         _race.successive_halving(lambda *a: None, 3, [1, 2], [1, 1], [1, 1])
 
 
+def test_a_race_without_a_trusted_rung_has_no_deciding_rung():
+    untrusted = _race.Rung(10, np.arange(2), np.ones((2, 1)), 0.0, "vmap/scan", trusted=False)
+    with pytest.raises(ValueError, match="no rung of the race can rank its candidates"):
+        _race.deciding_rung([untrusted, untrusted._replace(num_steps=30)])
+
+
 def test_peak_bracket_spans_valley_to_twice_the_lowest_loss():
     picks = {"valley": 0.004, "steep": 0.01, "minimum": 0.05, "slide": 0.2, "steepest": 30.0}
     bracket = _candidates.peak_bracket(picks, ratio=2.5, upper=2.0)

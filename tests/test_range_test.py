@@ -819,3 +819,37 @@ def test_the_rebound_rule_waits_for_the_start_level_and_a_real_fall():
         loss_fn=noise, takes_rng=True, diverge_rebound=0.5, diverge_threshold=None, num_steps=60
     )
     assert r.diverged_at[0] == -1
+
+
+def test_a_loss_fn_without_its_aux_is_refused():
+    with pytest.raises(ValueError, match=r"loss_fn must return \(loss, aux\), got"):
+        run(has_aux=True)
+
+
+def test_a_grid_name_that_is_not_a_string_is_refused():
+    with pytest.raises(TypeError, match="grid names must be strings, got 1"):
+        run(grid={1: [0.1]})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(grid={"seed": [1.0]}), ValueError, "grid name 'seed' is reserved; pass seeds="),
+        (dict(key=-1), ValueError, r"key must be a non-negative int seed below 2\*\*63, got -1"),
+        (dict(key=2**63), ValueError, r"key must be a non-negative int seed below 2\*\*63"),
+        (dict(key=jax.random.split(jax.random.key(0))), ValueError, r"single PRNG key, got shape"),
+    ],
+)
+def test_the_seed_grid_name_and_bad_keys_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        run(**kwargs)
+
+
+def test_an_optimizer_that_is_neither_factory_nor_transformation_is_named():
+    with pytest.raises(TypeError, match=r"or an optax\.inject_hyperparams optimizer, got 'sgd'"):
+        run(optimizer="sgd")
+
+
+def test_a_loss_fn_that_is_not_callable_is_named():
+    with pytest.raises(TypeError, match="loss_fn must be callable, got 'loss'"):
+        run(loss_fn="loss")

@@ -194,7 +194,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="inject_hyperparams"):
         clrjax.range_test_step(make_step(plain), start(plain), (X, Y), **FAST)
     tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
-    with pytest.raises(ValueError, match="'momentum'"):
+    with pytest.raises(ValueError, match="has no injected hyperparameter 'momentum' to set"):
         clrjax.range_test_step(make_step(tx), start(tx), (X, Y), grid={"momentum": [0.9]}, **FAST)
     scheduled = clrjax.scheduled(optax.sgd, learning_rate=clrjax.one_cycle_schedule(100, 0.1))
     with pytest.raises(ValueError, match="schedule"):
@@ -226,3 +226,47 @@ def test_a_train_step_passed_to_range_test_is_pointed_to_range_test_step():
 
     with pytest.raises(ValueError, match="range_test_step"):
         clrjax.range_test(looks_like_a_step, jnp.zeros(D), (X, Y), **FAST)
+
+
+def test_a_step_that_changes_its_state_structure_is_refused():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    step = make_step(tx)
+
+    def renamed(state, batch):  # the same leaves under another key
+        new, metrics = step(state, batch)
+        return {"v": new["w"], "opt": new["opt"]}, metrics
+
+    with pytest.raises(TypeError, match="must return its state with the same structure"):
+        clrjax.range_test_step(renamed, start(tx), (X, Y), **FAST)
+
+
+def test_a_step_that_reports_no_scalar_loss_is_refused():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    step = make_step(tx)
+
+    def vector_loss(state, batch):
+        new, metrics = step(state, batch)
+        return new, {"loss": jnp.full(2, metrics["loss"])}
+
+    with pytest.raises(ValueError, match="train_step must report a floating scalar loss"):
+        clrjax.range_test_step(vector_loss, start(tx), (X, Y), **FAST)
+
+
+def test_an_integer_injected_hyperparameter_is_refused():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=1)
+    with pytest.raises(ValueError, match="'momentum' is stored as int32"):
+        clrjax.range_test_step(
+            make_step(tx), start(tx), (X, Y), grid={"momentum": [0.5, 0.9]}, **FAST
+        )
+
+
+def test_a_bad_train_step_state_or_loss_key_is_named():
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    with pytest.raises(TypeError, match="train_step must be callable, got 'step'"):
+        clrjax.range_test_step("step", start(tx), (X, Y), **FAST)
+    with pytest.raises(ValueError, match=r"train_state must be given unless Model\.init_fn is"):
+        clrjax.range_test_step(make_step(tx), None, (X, Y), **FAST)
+    with pytest.raises(TypeError, match="loss_key must be a string, got 1"):
+        clrjax.range_test_step(make_step(tx), start(tx), (X, Y), loss_key=1, **FAST)
+    with pytest.raises(TypeError, match=r"Validation\.step must be callable or None, got 'val'"):
+        clrjax.Validation((X, Y), step="val")

@@ -177,8 +177,11 @@ def test_lane_labels_and_hparams():
     assert r.lane_hparams(2) == {"weight_decay": 0.0, "seed": 0}
     assert isinstance(r.lane_hparams(2)["seed"], int)
     assert make_result(with_grid=False).lane_label(3) == "lane 3"
-    with pytest.raises(IndexError):
-        r.lane_label(4)
+    for lane in (4, -1):  # -1 would label the last lane
+        with pytest.raises(IndexError, match=f"lane index {lane} out of range for 4 lanes"):
+            r.lane_label(lane)
+    with pytest.raises(IndexError, match="lane index 7 out of range"):
+        make_result(with_grid=False).lane_label(7)  # would be "lane 7"
 
 
 def test_repr_is_a_summary():
