@@ -315,7 +315,7 @@ def run_range_test(
         data,
         batch_size=batch_size,
         num_steps=num_steps,
-        micro=accumulation_steps,
+        accumulation_steps=accumulation_steps,
         shuffle=bool(shuffle),
         key=key,
         seeds=lane_grid.seeds if shuffle == "per_seed" else None,

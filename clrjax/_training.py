@@ -19,8 +19,7 @@ import jax
 import numpy as np
 
 from clrjax import _engine
-from clrjax._engine.feeding import plan_batches
-from clrjax._engine.strategy import host_memory_budget
+from clrjax._engine import host_memory_budget, plan_batches
 
 
 class Trained(NamedTuple):
@@ -141,7 +140,7 @@ def train_lanes(
         data,
         batch_size=batch_size,
         num_steps=num_steps,
-        micro=1,
+        accumulation_steps=1,
         shuffle=True,
         key=key,
         seeds=seeds,

@@ -209,13 +209,14 @@ class BatchSource:
       orders: ``(orders, num_steps, [micro,] batch)`` int32 example indices
         (indexed), or ``None``.
       stream: the :class:`BatchStream`, or ``None``.
-      micro: micro-batches per step with a stream (``None``: one plain batch).
+      accumulation_steps: micro-batches per step with a stream (``None``: one plain
+        batch).
     """
 
     data: Any = None
     orders: np.ndarray | None = None
     stream: BatchStream | None = None
-    micro: int | None = None
+    accumulation_steps: int | None = None
 
     @property
     def indexed(self) -> bool:
@@ -259,13 +260,13 @@ class StepPlan:
         if src.stream is None:
             batch = _pad(np.moveaxis(src.orders[:, start : start + real], 1, 0), length)
         else:
-            micro = src.micro or 1
+            micro = src.accumulation_steps or 1
             if peek:
                 one = jax.tree.map(lambda a: a[None], src.stream.peek())
                 batches = jax.tree.map(lambda a: np.repeat(a, micro, axis=0), one)
             else:
                 batches = src.stream.take(real * micro)
-            shape = (real,) if src.micro is None else (real, micro)
+            shape = (real,) if src.accumulation_steps is None else (real, micro)
             batch = jax.tree.map(
                 lambda a: _pad(a[: math.prod(shape)].reshape(*shape, *a.shape[1:]), length),
                 batches,
@@ -298,7 +299,7 @@ def plan_batches(
     *,
     batch_size: int,
     num_steps: int,
-    micro: int,
+    accumulation_steps: int,
     shuffle: bool,
     key: jax.Array,
     seeds: np.ndarray | None = None,
@@ -312,7 +313,8 @@ def plan_batches(
         not used).
       batch_size: examples per (micro-)batch.
       num_steps: steps of the run.
-      micro: micro-batches per step (> 1: batches carry a micro-batch axis).
+      accumulation_steps: micro-batches per step (> 1: batches carry a micro-batch
+        axis).
       shuffle: a new permutation every epoch (drawn from ``key``), else in order.
       key: the PRNG key the orders are drawn from.
       seeds: ``(lanes,)`` seeds giving each lane the order of its seed
@@ -324,7 +326,8 @@ def plan_batches(
       orders, or ``None`` when all lanes share one.
     """
     if is_batch_stream(data, name):
-        return BatchSource(stream=BatchStream(data, name), micro=micro if micro > 1 else None), None
+        steps = accumulation_steps if accumulation_steps > 1 else None
+        return BatchSource(stream=BatchStream(data, name), accumulation_steps=steps), None
     num_examples = example_count(data, name)
     if batch_size > num_examples:
         raise ValueError(
@@ -332,6 +335,7 @@ def plan_batches(
             f"({num_examples})"
         )
     distinct = [None] if seeds is None else list(dict.fromkeys(int(s) for s in seeds))
+    micro = accumulation_steps  # micro-batches per step
     shape = (num_steps, micro, batch_size) if micro > 1 else (num_steps, batch_size)
     orders = np.stack(
         [

@@ -293,7 +293,7 @@ def _batch_axis(plan: StepPlan, mesh: jax.sharding.Mesh) -> int:
     if source.indexed:  # orders: (orders, steps, [micro,] batch)
         micro, size = source.orders.ndim == 4, source.orders.shape[-1]
     else:
-        micro = source.micro is not None
+        micro = source.accumulation_steps is not None
         size = np.shape(jax.tree.leaves(plan.first()[0].batch)[0])[int(micro)]
     if size % data:
         raise ValueError(

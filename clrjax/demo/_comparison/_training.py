@@ -44,7 +44,6 @@ import optax
 import clrjax
 from clrjax import _engine
 from clrjax._candidates import MIN_RANGE_TEST_STEPS, Candidate, schedule_arrays
-from clrjax._engine.feeding import validation_batches
 from clrjax._loss_task import LossTask
 from clrjax._training import train_lanes
 from clrjax.demo import _data as _demo_data
@@ -233,7 +232,7 @@ def train_arms(
         constants={},
         seeds=np.tile(np.asarray(seeds), len(arms)),
         key=jax.random.key(0) if key is None else key,
-        val=validation_batches((data.x_test, data.y_test), None),
+        val=_engine.validation_batches((data.x_test, data.y_test), None),
         eval_steps=np.arange(per_epoch - 1, num_steps, per_epoch),
         request=_engine.Request(chunk_size=per_epoch),
     )
