@@ -295,6 +295,8 @@ def find_schedule_step(
         raise TypeError(f"val_step must be callable, got {val_step!r}")
     if metric_key is not None and not isinstance(metric_key, str):
         raise TypeError(f"metric_key must be a string or None, got {metric_key!r}")
+    if not isinstance(loss_key, str):
+        raise TypeError(f"loss_key must be a string, got {loss_key!r}")
     model = resolve("model", model)
     check_model_applies(model, "find_schedule_step", STEP_MODEL_REFUSED)
     example, what = start_state(train_state, model, concrete=True)
