@@ -285,7 +285,7 @@ class ScheduleChoice:
             )
             for kind, peak, row, source in zip(kinds, peaks, grid, sources, strict=True)
         )
-        num_rungs = int(e["num_rungs"])
+        num_rungs = _integer(e, "num_rungs")
         if num_rungs < 1:
             raise ValueError(f"num_rungs is {num_rungs}, not at least 1")
         rungs = tuple(_rung(e, j, n) for j in range(num_rungs))
@@ -308,7 +308,7 @@ class ScheduleChoice:
             kind=str(e["kind"]),
             learning_rate=float(e["learning_rate"]),
             hparams=dict(zip(map(str, hparam_names), map(float, hparam_values), strict=True)),
-            total_steps=int(e["total_steps"]),
+            total_steps=_integer(e, "total_steps"),
             steps_per_epoch=float(e["steps_per_epoch"]),
             decay_rate=float(e["decay_rate"]),
             momentum_name=str(e["momentum_name"]) or None,
@@ -331,6 +331,22 @@ def _vector(e: Mapping[str, np.ndarray], name: str, length: int | None = None) -
     return value
 
 
+def _integer(e: Mapping[str, np.ndarray], name: str) -> int:
+    """The integer scalar entry ``name`` of a saved choice (a float is not rounded)."""
+    value = np.asarray(e[name])
+    if value.ndim != 0 or value.dtype.kind not in "iu":
+        raise ValueError(f"{name} is {value!r}, not an integer")
+    return int(value)
+
+
+def _flag(e: Mapping[str, np.ndarray], name: str) -> bool:
+    """The boolean scalar entry ``name`` of a saved choice (a string is not truthy)."""
+    value = np.asarray(e[name])
+    if value.ndim != 0 or value.dtype != bool:
+        raise ValueError(f"{name} is {value!r}, not a bool")
+    return bool(value)
+
+
 def _rung(e: Mapping[str, np.ndarray], j: int, num_candidates: int) -> Rung:
     """Rung ``j`` of a saved choice, its candidates checked against ``num_candidates``."""
     candidates = _vector(e, f"rung{j}/candidates")
@@ -346,10 +362,10 @@ def _rung(e: Mapping[str, np.ndarray], j: int, num_candidates: int) -> Rung:
     if scores.ndim != 2 or scores.shape[0] != len(candidates) or scores.shape[1] < 1:
         raise ValueError(f"rung{j}/scores has shape {scores.shape}, not ({len(candidates)}, seeds)")
     return Rung(
-        int(e[f"rung{j}/num_steps"]),
+        _integer(e, f"rung{j}/num_steps"),
         candidates,
         scores,
         float(e[f"rung{j}/seconds"]),
         str(e[f"rung{j}/strategy"]),
-        bool(e[f"rung{j}/trusted"]),
+        _flag(e, f"rung{j}/trusted"),
     )

@@ -1017,8 +1017,6 @@ def test_schedule_choice_damaged_entries(tmp_path):
     _, arrays = _saved(tmp_path)
     count = 0
     for name, how, damaged in _damages(arrays):
-        if how == "float" and arrays[name].ndim == 0:
-            continue  # a known gap: test_schedule_choice_entries_read_loosely
         path = tmp_path / f"{name.replace('/', '_')}-{how}.npz"
         np.savez(path, **damaged)
         try:
@@ -1029,7 +1027,6 @@ def test_schedule_choice_damaged_entries(tmp_path):
     assert count > 100
 
 
-@pytest.mark.xfail(strict=True, reason="ScheduleChoice.load reads these with bool() and int()")
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -1039,7 +1036,7 @@ def test_schedule_choice_damaged_entries(tmp_path):
         ("rung0/num_steps", np.array(10.5)),
     ],
 )
-def test_schedule_choice_entries_read_loosely(tmp_path, name, value):
+def test_schedule_choice_entries_are_not_read_loosely(tmp_path, name, value):
     _, arrays = _saved(tmp_path)
     np.savez(tmp_path / "bad.npz", **(arrays | {name: value}))
     _refused_file(tmp_path / "bad.npz")
