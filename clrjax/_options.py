@@ -347,6 +347,16 @@ class Search:
       decay_rate: the ``"decay"`` factor per epoch, in ``(0, 1]`` (the seed
         recipe's 0.97).
       val_batch_size: validation batch size of the race (default: all at once).
+      max_extensions: the most peaks the race adds past the bracket's edges
+        (>= 0): when a rung's leader has the top (bottom) peak raced for its
+        kind and grid point, the next peak up (down) trains on that rung's
+        budget and seeds before it ranks, up to the learning rate where the
+        range test diverged (down to ``start_lr``). ``0``: the bracket is
+        final.
+      metric_mode: ``"max"`` (the race maximises ``val_metric`` or
+        ``metric_key``, e.g. accuracy) or ``"min"`` (it minimises it, e.g. an
+        error); the validation loss, raced without a metric, is always
+        minimised.
 
     Examples:
       >>> import clrjax
@@ -364,11 +374,15 @@ class Search:
     steps_per_epoch: int | None = None
     decay_rate: float = 0.97
     val_batch_size: int | None = None
+    max_extensions: int = 2
+    metric_mode: str = "max"
 
     def __post_init__(self) -> None:
         num.check_count(
             "Search.range_test_steps", self.range_test_steps, minimum=MIN_RANGE_TEST_STEPS
         )
+        num.check_count("Search.max_extensions", self.max_extensions, minimum=0)
+        num.check_choice("Search.metric_mode", self.metric_mode, ("max", "min"))
         _ramp.check_lr_range(self.start_lr, self.end_lr)
         _optional_count("Search.steps_per_epoch", self.steps_per_epoch)
         num.check_scalar("Search.decay_rate", self.decay_rate)
