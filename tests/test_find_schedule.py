@@ -409,6 +409,7 @@ def test_every_rung_checks_its_memory_before_building_its_arrays(monkeypatch):
         clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, **QUICK)
 
 
+@pytest.mark.filterwarnings("ignore:find_schedule. the winner")  # a 7-step curve: edges are fine
 def test_range_test_steps_must_give_a_suggestion():
     # Regression: 5 passed validation, then failed with "gave no suggestion".
     minimum = _candidates.MIN_RANGE_TEST_STEPS
@@ -436,7 +437,7 @@ def test_ctrl_c_in_the_race_keeps_the_range_test_and_the_finished_rungs(monkeypa
 
     def interrupted_second_rung(*args, **kwargs):
         calls.append(kwargs["num_steps"])
-        if len(calls) == 2:
+        if kwargs["num_steps"] > calls[0]:  # the second rung (the first may have grown)
             raise KeyboardInterrupt
         return _find_schedule.train_lanes.__wrapped__(*args, **kwargs)
 
@@ -445,7 +446,7 @@ def test_ctrl_c_in_the_race_keeps_the_range_test_and_the_finished_rungs(monkeypa
     with pytest.raises(clrjax.FindScheduleInterrupted) as info:
         clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK)
     stop = info.value
-    assert isinstance(stop, KeyboardInterrupt) and calls == [2, 6]
+    assert isinstance(stop, KeyboardInterrupt) and calls[0] == 2 and calls[-1] == 6
     assert isinstance(stop.range_test, clrjax.RangeTestResult) and stop.range_test.num_lanes == 5
     assert [r.num_steps for r in stop.rungs] == [2]
     assert len(stop.rungs[0].candidates) == len(stop.candidates)
