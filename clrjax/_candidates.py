@@ -148,9 +148,9 @@ def beyond_edge(
     """The peak one step past ``best`` when ``best`` is an edge of its kind and grid point.
 
     The step is the ratio between the two outermost peaks at that edge
-    (``ratio`` when only one was raced); a peak past ``limits`` (the range
-    test's first learning rate, and where its lanes diverged) is clipped to
-    it, and none is proposed when that leaves less than half a step.
+    (``ratio`` when only one was raced); a peak past ``limits`` (e.g. the
+    range test's span) is clipped to it, and none is proposed when that
+    leaves less than half a step.
 
     Args:
       candidates: every candidate raced so far.
@@ -182,20 +182,6 @@ def beyond_edge(
     if abs(math.log(peak / best.peak)) < math.log(step) / 2:
         return None
     return Candidate(best.kind, peak, dict(best.hparams), BEYOND_EDGE)
-
-
-def lr_limits(lrs: np.ndarray, diverged_at: np.ndarray) -> tuple[float, float]:
-    """``(lowest, highest)`` peak a race may try: the range test's first LR, and where it diverged.
-
-    The highest is the log-median over ``diverged_at``'s lanes of the learning
-    rate each was flagged on as diverged (the last one for a lane that was not).
-
-    Examples:
-      >>> print(lr_limits(np.array([0.01, 0.1, 1.0, 10.0]), np.array([2, -1, 2])))
-      (0.01, 1.0)
-    """
-    ends = np.where(diverged_at >= 0, lrs[np.maximum(diverged_at, 0)], lrs[-1])
-    return float(lrs[0]), float(np.exp(np.median(np.log(ends))))
 
 
 def momentum_default(optimizer: Callable[..., Any]) -> tuple[str | None, float | None]:

@@ -25,7 +25,6 @@ from clrjax._candidates import (
     Candidate,
     beyond_edge,
     edge,
-    lr_limits,
     momentum_default,
     peak_bracket,
     schedule_arrays,
@@ -491,14 +490,12 @@ def _run_race(
     race_key = jax.random.fold_in(key, 1)
     proposed = len(candidates)
 
-    def limits(c: Candidate) -> tuple[float, float]:
-        lanes = np.ones(curve.num_lanes, bool)
-        for name, value in c.hparams.items():
-            lanes &= np.asarray(curve.hparams[name], float) == value
-        return lr_limits(np.asarray(curve.lrs, float), np.asarray(curve.diverged_at)[lanes])
+    # Past the edges, up to the range test's span: a peak the range test saw diverge may still
+    # train under one-cycle's warm-up (measured: up to 8x); one that fails scores NaN and loses.
+    span = (float(curve.lrs[0]), float(curve.lrs[-1]))
 
     def further(best: Candidate) -> Candidate | None:
-        return beyond_edge(candidates, best, ratio=PEAK_RATIO, limits=limits(best))
+        return beyond_edge(candidates, best, ratio=PEAK_RATIO, limits=span)
 
     def extend(rung: Rung) -> list[int]:
         best = candidates[int(rung.candidates[int(np.argmax(rung.mean_scores))])]
@@ -546,10 +543,17 @@ def _run_race(
         )
         return scores.reshape(len(chosen), num_seeds), trained.strategy, True
 
+    def top_peak(rung: Rung) -> list[int]:
+        # Short runs favour small peaks (Wu et al., 2018): the best of the top peaks survives.
+        tops = [j for j, i in enumerate(rung.candidates) if edge(candidates, candidates[i]) > 0]
+        return [int(rung.candidates[max(tops, key=lambda j: rung.mean_scores[j])])]
+
     def stop(rungs: tuple[Rung, ...]) -> FindScheduleInterrupted:
         return FindScheduleInterrupted(curve, tuple(candidates), rungs)
 
-    rungs = successive_halving(train, proposed, budgets, list(RUNG_KEEP), RUNG_SEEDS, stop, extend)
+    rungs = successive_halving(
+        train, proposed, budgets, list(RUNG_KEEP), RUNG_SEEDS, stop, extend, top_peak
+    )
     best = candidates[winner(rungs)]
     settings.report(f"find_schedule: {len(candidates)} candidates, won by {best.label()}", begin)
     if further(best) is not None:  # at an edge, and the range test allows a step further

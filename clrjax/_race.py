@@ -122,6 +122,7 @@ def successive_halving(
     seeds: Sequence[int],
     interrupted: Callable[[tuple[Rung, ...]], KeyboardInterrupt] | None = None,
     extend: Callable[[Rung], Sequence[int]] | None = None,
+    also_keep: Callable[[Rung], Sequence[int]] | None = None,
 ) -> list[Rung]:
     """Races ``num_candidates`` candidates over rungs of growing budgets.
 
@@ -143,6 +144,9 @@ def successive_halving(
         those already raced) to train on the finished ``rung``'s budget and
         seeds and add to it before it ranks; asked again after each addition
         until it returns none (it bounds itself). ``None``: rungs never grow.
+      also_keep: ``also_keep(first_rung) -> indices`` of candidates that enter
+        the second rung besides the ``keep[0]`` best (short runs favour small
+        learning rates: the first rung alone does not drop these).
 
     Returns:
       The rungs run, in order (:func:`winner` reads the result).
@@ -176,6 +180,8 @@ def successive_halving(
     for i, (num_steps, num_seeds) in enumerate(zip(budgets, seeds, strict=True)):
         if i:
             candidates = survivors(rungs[-1], min(keep[i - 1], len(rungs[-1].candidates)))
+            if i == 1 and also_keep is not None:
+                candidates = np.union1d(candidates, np.asarray(also_keep(rungs[0]), int))
         else:
             candidates = np.arange(num_candidates)
         rung = run(candidates, int(num_steps), int(num_seeds))
