@@ -171,9 +171,12 @@ def test_a_well_behaved_regression_without_a_metric_races_every_rung():
     assert choice.decided_by.startswith("rung 3 of 3")
 
 
+WIDE = dataclasses.replace(SEARCH, end_lr=1e4)  # room for peaks past the bracket
+
+
 def _peak_scored(monkeypatch, score_of_peak):
     """find_schedule's race with every run scored ``score_of_peak(its peak)`` (no training).
-    The range test is real (its span, 1e-4 to 10, bounds the peaks added).
+    The range test is real; its span bounds the peaks added (``WIDE``).
     """
 
     def fake_train_lanes(task, start, data, *, num_steps, schedules, eval_steps, **kwargs):
@@ -190,7 +193,7 @@ def _peak_scored(monkeypatch, score_of_peak):
 
 def test_a_leading_top_peak_is_raced_past_up_to_max_extensions(monkeypatch):
     _peak_scored(monkeypatch, lambda peaks: peaks)  # the higher the peak, the better
-    search = dataclasses.replace(SEARCH, max_extensions=2)
+    search = dataclasses.replace(WIDE, max_extensions=2)
     with pytest.warns(UserWarning, match="top peak raced .*max_extensions \\(2\\)"):
         choice = clrjax.find_schedule(
             loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK | {"search": search}
@@ -216,7 +219,7 @@ def test_a_peak_past_the_top_that_wins_leaves_an_interior_winner(monkeypatch):
         return -np.abs(np.log(peaks / best["peak"]))
 
     _peak_scored(monkeypatch, score)
-    search = dataclasses.replace(SEARCH, max_extensions=3)
+    search = dataclasses.replace(WIDE, max_extensions=3)
     run = functools.partial(
         clrjax.find_schedule, loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy
     )
