@@ -104,14 +104,20 @@ def find_schedule(
        (its schedule scaled to that budget), scored on ``val_data`` after every
        epoch; the best 4 train again for a third of the budget; the best 2 for
        the full budget with two seeds each. The best of the last rung wins.
+    4. **Past the edges**: when a rung's best candidate has the top (bottom)
+       peak raced for its kind and grid point, the next peak one step further
+       trains on that rung's budget and seeds before it ranks (at most
+       ``Search.max_extensions`` times, within the range test's span); the
+       best top-peak candidate always enters the second rung (short runs favour
+       small peaks). A ``UserWarning`` says when ``max_extensions`` stopped the
+       race at an edge (``ScheduleChoice.interior``).
 
     **Scores** (higher is better). With ``val_metric`` (e.g. accuracy): the
-    metric after a run's last step. Without: minus the validation loss after
-    the last step, while a rung can be trusted to rank by it; once the
-    validation loss rises from overconfidence while the predictions may still
-    improve (the median run ends more than 5% above its lowest validation
-    loss), the race stops and the last trusted rung decides (a first rung like
-    that ranks by the lowest validation loss instead). Pass ``val_metric`` for
+    metric after a run's last step (negated with
+    ``Search(metric_mode="min")``). Without: minus the validation loss after
+    the last step, charged at most 5% above the run's lowest: a classifier's
+    validation loss rises from overconfidence while its predictions may still
+    improve, and that rise is not held against it. Pass ``val_metric`` for
     classifiers: measured, the validation loss alone can prefer peaks 8-16x too
     small.
 
@@ -136,7 +142,7 @@ def find_schedule(
       grid: ``{name: values}`` of optimizer arguments raced as well (e.g.
         ``{"weight_decay": [0, 5e-4]}``: Smith's recipe searches it this way).
       val_metric: ``val_metric(params, batch) -> scalar``, higher is better
-        (e.g. accuracy).
+        (e.g. accuracy; ``Search(metric_mode="min")``: lower is better).
       kinds: the schedule kinds raced, a subset of ``("one_cycle", "decay")``.
       key: a PRNG key or an int seed (``None``: seed 0).
       model: a :class:`clrjax.Model`: ``init_fn(key) -> params`` (every seed
@@ -261,8 +267,8 @@ def find_schedule_step(
       batch_size: examples per step.
       grid: ``{name: values}`` of injected hyperparameters raced as well.
       metric_key: the entry of ``val_step``'s metrics to maximise (e.g.
-        ``"accuracy"``); ``None``: the validation loss decides (see
-        :func:`find_schedule`).
+        ``"accuracy"``; ``Search(metric_mode="min")``: to minimise); ``None``:
+        the validation loss decides (see :func:`find_schedule`).
       loss_key: the entry of mapping metrics that holds the loss.
       kinds: the schedule kinds raced.
       key: a PRNG key or an int seed (``None``: seed 0).

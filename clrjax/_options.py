@@ -11,8 +11,8 @@ validated once, where it is built, and forwarded whole down the layers:
 * :class:`Model`: what the loss function or train step needs besides the
   batch (an ``init_fn``, model state, a PRNG key, a compute dtype);
 * :class:`Validation`: the range test's validation data and how it is scored;
-* :class:`Search`: the range test :func:`clrjax.find_schedule` runs and its
-  ``"decay"`` kind.
+* :class:`Search`: the range test :func:`clrjax.find_schedule` runs, its
+  ``"decay"`` kind and its race.
 
 A keyword that moved into one of them raises a ``TypeError`` naming its new
 home (:func:`moved_keywords`).
@@ -335,7 +335,7 @@ class Validation:
 
 @dataclasses.dataclass(frozen=True)
 class Search:
-    """The range test :func:`clrjax.find_schedule` runs, and its ``"decay"`` kind.
+    """The range test :func:`clrjax.find_schedule` runs, its ``"decay"`` kind and its race.
 
     Attributes:
       range_test_steps: steps of the range test (>= 7: what the suggestions
