@@ -550,8 +550,12 @@ def _run_race(
         return scores.reshape(len(chosen), num_seeds), trained.strategy, True
 
     def top_peak(rung: Rung) -> list[int]:
-        # Short runs favour small peaks (Wu et al., 2018): the best of the top peaks survives.
+        # Short runs favour small peaks (Wu et al., 2018): the best top peak that trained survives.
+        scored = np.isfinite(rung.mean_scores)
         tops = [j for j, i in enumerate(rung.candidates) if edge(candidates, candidates[i]) > 0]
+        tops = [j for j in tops if scored[j]]
+        if not tops:
+            return []
         return [int(rung.candidates[max(tops, key=lambda j: rung.mean_scores[j])])]
 
     def stop(rungs: tuple[Rung, ...]) -> FindScheduleInterrupted:
