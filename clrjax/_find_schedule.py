@@ -552,8 +552,11 @@ def _run_race(
     def top_peak(rung: Rung) -> list[int]:
         # Short runs favour small peaks (Wu et al., 2018): the best top peak that trained survives.
         scored = np.isfinite(rung.mean_scores)
-        tops = [j for j, i in enumerate(rung.candidates) if edge(candidates, candidates[i]) > 0]
-        tops = [j for j in tops if scored[j]]
+        tops = [
+            j
+            for j, i in enumerate(rung.candidates)
+            if scored[j] and edge(candidates, candidates[i]) > 0
+        ]
         if not tops:
             return []
         return [int(rung.candidates[max(tops, key=lambda j: rung.mean_scores[j])])]
