@@ -46,7 +46,9 @@ class Candidate(NamedTuple):
       peak: the peak (one-cycle) or initial (decay) learning rate.
       hparams: the grid point, ``name -> value`` (empty without a grid).
       source: the suggestion methods whose pick is nearest to ``peak`` (``""``:
-        a point of the geometric spread only).
+        a point of the geometric spread only; ``"beyond edge"``: a peak raced
+        past the bracket's edge because the edge led a rung, see
+        :func:`beyond_edge`).
     """
 
     kind: str
@@ -121,6 +123,65 @@ def peak_bracket(picks: Mapping[str, float], *, ratio: float, upper: float) -> B
         else:
             outside[method] = lr
     return Bracket(tuple(map(float, peaks)), tuple(", ".join(s) for s in sources), outside)
+
+
+BEYOND_EDGE = "beyond edge"  # the source of a peak raced past the bracket's edge
+
+
+def edge(candidates: Sequence[Candidate], best: Candidate) -> int:
+    """``1``: ``best`` has the top peak of its kind and grid point; ``-1``: the bottom; else 0.
+
+    Examples:
+      >>> cands = [Candidate("one_cycle", p, {}, "") for p in (0.1, 0.2, 0.4)]
+      >>> print([edge(cands, c) for c in cands])
+      [-1, 0, 1]
+    """
+    peaks = [c.peak for c in candidates if c.kind == best.kind and c.hparams == best.hparams]
+    if best.peak >= max(peaks):
+        return 1
+    return -1 if best.peak <= min(peaks) else 0
+
+
+def beyond_edge(
+    candidates: Sequence[Candidate], best: Candidate, *, ratio: float, limits: tuple[float, float]
+) -> Candidate | None:
+    """The peak one step past ``best`` when ``best`` is an edge of its kind and grid point.
+
+    The step is the ratio between the two outermost peaks at that edge
+    (``ratio`` when only one was raced); a peak past ``limits`` (e.g. the
+    range test's span) is clipped to it, and none is proposed when that
+    leaves less than half a step.
+
+    Args:
+      candidates: every candidate raced so far.
+      best: the candidate that leads a rung.
+      ratio: the step when ``best``'s kind and grid point has a single peak.
+      limits: ``(lowest, highest)`` learning rate a peak may take.
+
+    Returns:
+      A new candidate (source :data:`BEYOND_EDGE`), or ``None``: ``best`` is
+      interior, or the limit is within half a step.
+
+    Examples:
+      >>> cands = [Candidate("decay", p, {}, "") for p in (0.1, 0.2)]
+      >>> print(beyond_edge(cands, cands[1], ratio=2.5, limits=(1e-5, 10.0)).peak)
+      0.4
+      >>> print(beyond_edge(cands, cands[1], ratio=2.5, limits=(1e-5, 0.25)))
+      None
+    """
+    side = edge(candidates, best)
+    if not side:
+        return None
+    peaks = sorted(c.peak for c in candidates if c.kind == best.kind and c.hparams == best.hparams)
+    if len(peaks) < 2:
+        step = ratio
+    else:
+        step = peaks[-1] / peaks[-2] if side > 0 else peaks[1] / peaks[0]
+    low, high = limits
+    peak = float(np.clip(best.peak * step**side, low, high))
+    if abs(math.log(peak / best.peak)) < math.log(step) / 2:
+        return None
+    return Candidate(best.kind, peak, dict(best.hparams), BEYOND_EDGE)
 
 
 def momentum_default(optimizer: Callable[..., Any]) -> tuple[str | None, float | None]:

@@ -7,9 +7,9 @@ with AdamW and a held-out MLP (``docs/find_schedule.md``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -23,6 +23,8 @@ from clrjax._candidates import (
     KINDS,
     MOMENTUM_NAMES,
     Candidate,
+    beyond_edge,
+    edge,
     momentum_default,
     peak_bracket,
     schedule_arrays,
@@ -41,7 +43,7 @@ from clrjax._options import (
     resolve,
 )
 from clrjax._pytorch_sgd import pytorch_sgd
-from clrjax._race import successive_halving, winner
+from clrjax._race import Rung, successive_halving, winner
 from clrjax._range_test import loss_task, run_range_test, start_params
 from clrjax._range_test_step import STEP_MODEL_REFUSED, start_state
 from clrjax._result import RangeTestResult
@@ -56,7 +58,7 @@ BRACKET_TOP = 2.0  # the top peak, as a multiple of the LR of the lowest range-t
 RUNG_FRACTIONS = (1 / 9, 1 / 3, 1.0)  # each rung's budget, as a fraction of total_steps
 RUNG_KEEP = (4, 2)  # candidates entering the second and the third rung
 RUNG_SEEDS = (1, 1, 2)  # runs per candidate in each rung (scores are their mean)
-TRUST_RATIO = 1.05  # without a metric: a rung's val losses rank while final/min <= this
+TRUST_RATIO = 1.05  # without a metric: a run is charged at most this x its lowest val loss
 RANGE_TEST_CURVE = Curve()  # the range test's ramp, smoothing and divergence rules
 # The Execution fields find_schedule took as keywords before they moved:
 _EXECUTION_KEYWORDS = moved_to("execution", "strategy shard_lanes max_memory progress mesh")
@@ -102,14 +104,20 @@ def find_schedule(
        (its schedule scaled to that budget), scored on ``val_data`` after every
        epoch; the best 4 train again for a third of the budget; the best 2 for
        the full budget with two seeds each. The best of the last rung wins.
+    4. **Past the edges**: when a rung's best candidate has the top (bottom)
+       peak raced for its kind and grid point, the next peak one step further
+       trains on that rung's budget and seeds before it ranks (at most
+       ``Search.max_extensions`` times, within the range test's span); the
+       best top-peak candidate always enters the second rung (short runs favour
+       small peaks). A ``UserWarning`` says when ``max_extensions`` stopped the
+       race at an edge (``ScheduleChoice.interior``).
 
     **Scores** (higher is better). With ``val_metric`` (e.g. accuracy): the
-    metric after a run's last step. Without: minus the validation loss after
-    the last step, while a rung can be trusted to rank by it; once the
-    validation loss rises from overconfidence while the predictions may still
-    improve (the median run ends more than 5% above its lowest validation
-    loss), the race stops and the last trusted rung decides (a first rung like
-    that ranks by the lowest validation loss instead). Pass ``val_metric`` for
+    metric after a run's last step (negated with
+    ``Search(metric_mode="min")``). Without: minus the validation loss after
+    the last step, charged at most 5% above the run's lowest: a classifier's
+    validation loss rises from overconfidence while its predictions may still
+    improve, and that rise is not held against it. Pass ``val_metric`` for
     classifiers: measured, the validation loss alone can prefer peaks 8-16x too
     small.
 
@@ -144,7 +152,7 @@ def find_schedule(
       grid: ``{name: values}`` of optimizer arguments raced as well (e.g.
         ``{"weight_decay": [0, 5e-4]}``: Smith's recipe searches it this way).
       val_metric: ``val_metric(params, batch) -> scalar``, higher is better
-        (e.g. accuracy).
+        (e.g. accuracy; ``Search(metric_mode="min")``: lower is better).
       kinds: the schedule kinds raced, a subset of ``("one_cycle", "decay")``.
       key: a PRNG key or an int seed (``None``: seed 0).
       model: a :class:`clrjax.Model`: ``init_fn(key) -> params`` (every seed
@@ -274,8 +282,8 @@ def find_schedule_step(
       batch_size: examples per step; does not apply to a stream.
       grid: ``{name: values}`` of injected hyperparameters raced as well.
       metric_key: the entry of ``val_step``'s metrics to maximise (e.g.
-        ``"accuracy"``); ``None``: the validation loss decides (see
-        :func:`find_schedule`).
+        ``"accuracy"``; ``Search(metric_mode="min")``: to minimise); ``None``:
+        the validation loss decides (see :func:`find_schedule`).
       loss_key: the entry of mapping metrics that holds the loss.
       kinds: the schedule kinds raced.
       key: a PRNG key or an int seed (``None``: seed 0).
@@ -385,6 +393,8 @@ class _Settings(NamedTuple):
     progress: bool
     stream_chunk: int | None  # with a stream of batches: the most steps per chunk, else None
     batch_bytes: int  # with a stream: the bytes of one of its batches, else 0
+    max_extensions: int
+    metric_sign: float  # 1: the metric is maximised, -1: minimised
 
     def report(self, what: str, since: float) -> None:
         if self.progress:
@@ -484,6 +494,8 @@ def _find(
         progress=sys.stderr.isatty() if execution.progress is None else bool(execution.progress),
         stream_chunk=(execution.chunk_size or total_steps) if stream else None,
         batch_bytes=sum(np.asarray(a).nbytes for a in jax.tree.leaves(like)) if stream else 0,
+        max_extensions=search.max_extensions,
+        metric_sign=1.0 if search.metric_mode == "max" else -1.0,
     )
     settings.check_memory(total_steps, RUNG_KEEP[-1] * RUNG_SEEDS[-1], RUNG_SEEDS[-1])
     key = _grid.as_key(key)
@@ -547,6 +559,22 @@ def _run_race(
     total, per_epoch = settings.total_steps, settings.steps_per_epoch
     budgets = [max(2, round(total * f)) for f in RUNG_FRACTIONS]
     race_key = jax.random.fold_in(key, 1)
+    proposed = len(candidates)
+
+    # Past the edges, up to the range test's span: a peak the range test saw diverge may still
+    # train under one-cycle's warm-up (measured: up to 8x); one that fails scores NaN and loses.
+    span = (float(curve.lrs[0]), float(curve.lrs[-1]))
+
+    def further(best: Candidate) -> Candidate | None:
+        return beyond_edge(candidates, best, ratio=PEAK_RATIO, limits=span)
+
+    def extend(rung: Rung) -> list[int]:
+        best = candidates[int(rung.candidates[int(np.argmax(rung.mean_scores))])]
+        more = further(best) if len(candidates) - proposed < settings.max_extensions else None
+        if more is None:
+            return []
+        candidates.append(more)
+        return [len(candidates) - 1]
 
     def train(indices: np.ndarray, num_steps: int, num_seeds: int) -> tuple[np.ndarray, str, bool]:
         start_time = time.perf_counter()
@@ -580,19 +608,44 @@ def _run_race(
                 execution, progress=False, chunk_size=settings.chunk_size(num_steps)
             ),
         )
-        first = num_steps == budgets[0]
-        scores, trusted = _scores(trained.scores, has_metric=tasks.has_metric, first_rung=first)
+        scores = _scores(trained.scores, has_metric=tasks.has_metric, sign=settings.metric_sign)
         settings.report(
             f"race rung: {len(chosen)} candidates x {num_seeds} seeds x {num_steps} steps "
             f"({trained.strategy})",
             start_time,
         )
-        return scores.reshape(len(chosen), num_seeds), trained.strategy, trusted
+        return scores.reshape(len(chosen), num_seeds), trained.strategy, True
 
-    stop = functools.partial(FindScheduleInterrupted, curve, tuple(candidates))
-    rungs = successive_halving(train, len(candidates), budgets, list(RUNG_KEEP), RUNG_SEEDS, stop)
+    def top_peak(rung: Rung) -> list[int]:
+        # Short runs favour small peaks (Wu et al., 2018): the best top peak that trained survives.
+        scored = np.isfinite(rung.mean_scores)
+        tops = [
+            j
+            for j, i in enumerate(rung.candidates)
+            if scored[j] and edge(candidates, candidates[i]) > 0
+        ]
+        if not tops:
+            return []
+        return [int(rung.candidates[max(tops, key=lambda j: rung.mean_scores[j])])]
+
+    def stop(rungs: tuple[Rung, ...]) -> FindScheduleInterrupted:
+        return FindScheduleInterrupted(curve, tuple(candidates), rungs)
+
+    rungs = successive_halving(
+        train, proposed, budgets, list(RUNG_KEEP), RUNG_SEEDS, stop, extend, top_peak
+    )
     best = candidates[winner(rungs)]
     settings.report(f"find_schedule: {len(candidates)} candidates, won by {best.label()}", begin)
+    if further(best) is not None:  # at an edge, and the range test allows a step further
+        side = "top" if edge(candidates, best) > 0 else "bottom"
+        warnings.warn(
+            f"find_schedule: the winner, {best.label()}, is the {side} peak raced for its kind "
+            f"and grid point, and Search.max_extensions ({settings.max_extensions}) stopped "
+            "the race from trying one further; a better peak may lie beyond it (raise "
+            "Search.max_extensions, or total_steps if the rungs are too short to tell)",
+            UserWarning,
+            stacklevel=5,  # the caller of find_schedule(_step)
+        )
     return ScheduleChoice(
         kind=best.kind,
         learning_rate=best.peak,
@@ -604,7 +657,7 @@ def _run_race(
         base_momentum=base_momentum,
         candidates=tuple(candidates),
         rungs=tuple(rungs),
-        score="validation metric" if tasks.has_metric else "-validation loss",
+        score=_score_name(tasks.has_metric, settings.metric_sign),
         range_test=curve,
         seconds=time.perf_counter() - begin,
         outside=outside,
@@ -612,30 +665,33 @@ def _run_race(
     )
 
 
-def _scores(
-    scores: Mapping[str, np.ndarray], *, has_metric: bool, first_rung: bool
-) -> tuple[np.ndarray, bool]:
-    """``(lanes,)`` scores of a rung's runs (higher is better, NaN: failed) and its trust.
+def _score_name(has_metric: bool, sign: float) -> str:
+    """What the scores measure, e.g. ``"-validation loss"``."""
+    if not has_metric:
+        return "-validation loss"
+    return "validation metric" if sign > 0 else "-validation metric"
 
-    With a metric: the metric after the last step (always trusted). Without:
-    minus the last validation loss while the median run ends within
-    :data:`TRUST_RATIO` of its lowest; past that the rung is not trusted, and a
-    first rung ranks by minus the lowest validation loss instead.
+
+def _scores(scores: Mapping[str, np.ndarray], *, has_metric: bool, sign: float) -> np.ndarray:
+    """``(lanes,)`` scores of a rung's runs (higher is better, NaN: failed).
+
+    With a metric: ``sign`` x the metric after the last step. Without: minus
+    the last validation loss, charged at most :data:`TRUST_RATIO` times the
+    run's lowest: a rise past that is the overconfidence of a classifier whose
+    predictions may still improve, and is not held against it; a run whose
+    loss keeps falling (a well-behaved regression) is scored by its last loss.
 
     Examples:
       >>> loss = np.array([[0.9, 0.5, 0.7], [0.9, 0.6, np.nan], [1.0, 0.7, 0.6]])
-      >>> print(*_scores({"loss": loss}, has_metric=False, first_rung=True))
-      [-0.5  nan -0.6] True
-      >>> print(*_scores({"loss": loss}, has_metric=False, first_rung=False))
-      [-0.7  nan -0.6] False
+      >>> print(_scores({"loss": loss}, has_metric=False, sign=1.0))
+      [-0.525    nan -0.6  ]
+      >>> print(_scores({"metric": np.array([[0.2, 0.1]])}, has_metric=True, sign=-1.0))
+      [-0.1]
     """
     if has_metric:
-        return scores["metric"][:, -1].astype(float), True
+        return sign * scores["metric"][:, -1].astype(float)
     loss = scores["loss"].astype(float)
     final = loss[:, -1]
     lowest = np.min(np.where(np.isfinite(loss), loss, np.inf), axis=1)
     live = np.isfinite(final) & np.isfinite(lowest)
-    trusted = bool(live.any()) and float(np.median(final[live] / lowest[live])) <= TRUST_RATIO
-    if not trusted and first_rung:
-        return np.where(live, -lowest, np.nan), True
-    return np.where(live, -final, np.nan), trusted
+    return np.where(live, -np.minimum(final, TRUST_RATIO * lowest), np.nan)

@@ -11,8 +11,8 @@ validated once, where it is built, and forwarded whole down the layers:
 * :class:`Model`: what the loss function or train step needs besides the
   batch (an ``init_fn``, model state, a PRNG key, a compute dtype);
 * :class:`Validation`: the range test's validation data and how it is scored;
-* :class:`Search`: the range test :func:`clrjax.find_schedule` runs and its
-  ``"decay"`` kind.
+* :class:`Search`: the range test :func:`clrjax.find_schedule` runs, its
+  ``"decay"`` kind and its race.
 
 A keyword that moved into one of them raises a ``TypeError`` naming its new
 home (:func:`moved_keywords`).
@@ -340,7 +340,7 @@ class Validation:
 
 @dataclasses.dataclass(frozen=True)
 class Search:
-    """The range test :func:`clrjax.find_schedule` runs, and its ``"decay"`` kind.
+    """The range test :func:`clrjax.find_schedule` runs, its ``"decay"`` kind and its race.
 
     Attributes:
       range_test_steps: steps of the range test (>= 7: what the suggestions
@@ -353,6 +353,16 @@ class Search:
       decay_rate: the ``"decay"`` factor per epoch, in ``(0, 1]`` (the seed
         recipe's 0.97).
       val_batch_size: validation batch size of the race (default: all at once).
+      max_extensions: the most peaks the race adds past the bracket's edges
+        (>= 0): when a rung's leader has the top (bottom) peak raced for its
+        kind and grid point, the next peak up (down) trains on that rung's
+        budget and seeds before it ranks, up to the learning rate where the
+        range test diverged (down to ``start_lr``). ``0``: the bracket is
+        final.
+      metric_mode: ``"max"`` (the race maximises ``val_metric`` or
+        ``metric_key``, e.g. accuracy) or ``"min"`` (it minimises it, e.g. an
+        error); the validation loss, raced without a metric, is always
+        minimised.
 
     Examples:
       >>> import clrjax
@@ -370,11 +380,15 @@ class Search:
     steps_per_epoch: int | None = None
     decay_rate: float = 0.97
     val_batch_size: int | None = None
+    max_extensions: int = 2
+    metric_mode: str = "max"
 
     def __post_init__(self) -> None:
         num.check_count(
             "Search.range_test_steps", self.range_test_steps, minimum=MIN_RANGE_TEST_STEPS
         )
+        num.check_count("Search.max_extensions", self.max_extensions, minimum=0)
+        num.check_choice("Search.metric_mode", self.metric_mode, ("max", "min"))
         _ramp.check_lr_range(self.start_lr, self.end_lr)
         _optional_count("Search.steps_per_epoch", self.steps_per_epoch)
         num.check_scalar("Search.decay_rate", self.decay_rate)

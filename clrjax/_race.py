@@ -6,6 +6,10 @@ survivors of the previous one on a longer budget, from scratch (a schedule
 scaled to the budget), and only the last rung, on the full budget, decides
 (Jamieson & Talwalkar, 2016, https://arxiv.org/abs/1502.07943; Li et al.,
 Hyperband, 2018, https://arxiv.org/abs/1603.06560).
+
+A rung can also grow before it ranks: when its leader is at an edge of what
+was raced, candidates past that edge train on the same budget and seeds
+(``extend``), so a bracket that was too narrow is widened where it matters.
 """
 
 from __future__ import annotations
@@ -91,6 +95,25 @@ def winner(rungs: Sequence[Rung]) -> int:
     return int(rung.candidates[int(np.argmax(rung.mean_scores))])
 
 
+def grown(rung: Rung, more: Rung) -> Rung:
+    """``rung`` with the candidates and scores of ``more`` (same budget and seeds) added.
+
+    Examples:
+      >>> a = Rung(10, np.array([0, 1]), np.array([[1.0], [2.0]]), 0.5, "vmap")
+      >>> b = grown(a, Rung(10, np.array([2]), np.array([[3.0]]), 0.25, "vmap"))
+      >>> print(b.candidates, b.mean_scores, b.seconds)
+      [0 1 2] [1. 2. 3.] 0.75
+    """
+    if (more.num_steps, more.scores.shape[1]) != (rung.num_steps, rung.scores.shape[1]):
+        raise ValueError("a rung grows only by runs of its own budget and seeds")
+    return rung._replace(
+        candidates=np.concatenate([rung.candidates, more.candidates]),
+        scores=np.concatenate([rung.scores, more.scores]),
+        seconds=rung.seconds + more.seconds,
+        trusted=rung.trusted and more.trusted,
+    )
+
+
 def successive_halving(
     train: Callable[[np.ndarray, int, int], tuple[np.ndarray, str, bool]],
     num_candidates: int,
@@ -98,6 +121,8 @@ def successive_halving(
     keep: Sequence[int],
     seeds: Sequence[int],
     interrupted: Callable[[tuple[Rung, ...]], KeyboardInterrupt] | None = None,
+    extend: Callable[[Rung], Sequence[int]] | None = None,
+    also_keep: Callable[[Rung], Sequence[int]] | None = None,
 ) -> list[Rung]:
     """Races ``num_candidates`` candidates over rungs of growing budgets.
 
@@ -115,6 +140,13 @@ def successive_halving(
       interrupted: ``interrupted(finished_rungs)`` builds the exception raised
         in place of a ``KeyboardInterrupt`` (Ctrl-C) during a rung; ``None``:
         the ``KeyboardInterrupt`` propagates as it is.
+      extend: ``extend(rung) -> indices`` of new candidates (numbered on from
+        those already raced) to train on the finished ``rung``'s budget and
+        seeds and add to it before it ranks; asked again after each addition
+        until it returns none (it bounds itself). ``None``: rungs never grow.
+      also_keep: ``also_keep(first_rung) -> indices`` of candidates that enter
+        the second rung besides the ``keep[0]`` best (short runs favour small
+        learning rates: the first rung alone does not drop these).
 
     Returns:
       The rungs run, in order (:func:`winner` reads the result).
@@ -133,22 +165,33 @@ def successive_halving(
     if not (len(budgets) == len(seeds) == len(keep) + 1):
         raise ValueError("budgets, seeds and keep must describe the same rungs")
     rungs: list[Rung] = []
-    candidates = np.arange(num_candidates)
-    for i, (num_steps, num_seeds) in enumerate(zip(budgets, seeds, strict=True)):
-        if i:
-            candidates = survivors(rungs[-1], min(keep[i - 1], len(candidates)))
+
+    def run(indices: np.ndarray, num_steps: int, num_seeds: int) -> Rung:
         begin = time.perf_counter()
         try:
-            scores, strategy, trusted = train(candidates, int(num_steps), int(num_seeds))
+            scores, strategy, trusted = train(indices, num_steps, num_seeds)
         except KeyboardInterrupt:
             if interrupted is None:
                 raise
             raise interrupted(tuple(rungs)) from None
         seconds = time.perf_counter() - begin
-        rungs.append(
-            Rung(int(num_steps), candidates, np.asarray(scores, float), seconds, strategy, trusted)
-        )
-        check_scored(rungs[-1], i)
-        if not trusted:
+        return Rung(num_steps, indices, np.asarray(scores, float), seconds, strategy, trusted)
+
+    for i, (num_steps, num_seeds) in enumerate(zip(budgets, seeds, strict=True)):
+        if i:
+            candidates = survivors(rungs[-1], min(keep[i - 1], len(rungs[-1].candidates)))
+            if i == 1 and also_keep is not None:
+                candidates = np.union1d(candidates, np.asarray(also_keep(rungs[0]), int))
+        else:
+            candidates = np.arange(num_candidates)
+        rung = run(candidates, int(num_steps), int(num_seeds))
+        check_scored(rung, i)
+        while extend is not None and rung.trusted:
+            more = np.asarray(extend(rung), int)
+            if not more.size:
+                break
+            rung = grown(rung, run(more, int(num_steps), int(num_seeds)))
+        rungs.append(rung)
+        if not rung.trusted:
             break
     return rungs

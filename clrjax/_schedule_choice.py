@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import optax
 
-from clrjax._candidates import KINDS, Candidate, kind_schedules
+from clrjax._candidates import KINDS, Candidate, edge, kind_schedules
 from clrjax._npz import load_npz, save_npz
 from clrjax._optax_glue import scheduled
 from clrjax._race import Rung, deciding_rung, unscored, winner
@@ -130,6 +130,17 @@ class ScheduleChoice:
         return winner(self.rungs)
 
     @property
+    def interior(self) -> bool:
+        """The winner's peak has raced peaks of its kind and grid point both below and above it.
+
+        ``False``: the winner is the top (or bottom) peak raced, so a better
+        one may lie beyond it; :func:`clrjax.find_schedule` races past an edge
+        that leads a rung (``Search.max_extensions``), and warns when that
+        bound, not the range test's limits, left the winner at an edge.
+        """
+        return not edge(self.candidates, self.candidates[self.winner])
+
+    @property
     def unscored(self) -> tuple[int, ...]:
         """Indices in :attr:`candidates` of those with a run that had no finite score.
 
@@ -198,6 +209,9 @@ class ScheduleChoice:
         best = deciding_rung(self.rungs).mean_scores.max()
         failed = len(self.unscored)
         note = f"; {failed} without a finite score (see .unscored)" if failed else ""
+        if not self.interior:
+            side = "top" if edge(self.candidates, self.candidates[self.winner]) > 0 else "bottom"
+            note += f"; the winner is the {side} peak raced (see .interior)"
         return (
             f"ScheduleChoice({self.kind}, learning_rate={self.learning_rate:.3g}{grid}, "
             f"total_steps={self.total_steps}; {len(self.candidates)} candidates raced over "

@@ -163,6 +163,7 @@ def test_flax_linen_example_quick(capsys):
     assert _final_accuracy(out) > 30.0
 
 
+@pytest.mark.filterwarnings("ignore:find_schedule. the winner")  # quick budgets end at edges
 def test_flax_nnx_example_quick(capsys):
     pytest.importorskip("flax")
     assert _load("flax_nnx_range_test").main(["--quick"]) == 0

@@ -130,19 +130,133 @@ def test_save_load_and_repr(choice, tmp_path):
         clrjax.ScheduleChoice.load(tmp_path / "rt.npz")
 
 
-def test_without_a_metric_an_overconfident_rung_stops_the_race():
-    # Every run's validation loss ends 40% above its lowest: rung 2 is not trusted.
+def test_without_a_metric_a_run_is_charged_at_most_trust_ratio_times_its_lowest_loss():
+    # Rows end 40% above their lowest (a classifier's overconfidence) or 2% above.
     def scores(loss_last_over_min):
         loss = np.array([[1.0, 0.5, 0.5 * loss_last_over_min]] * 3) * [[1.0], [1.1], [1.2]]
         return {"loss": loss}
 
-    s1, trusted1 = _find_schedule._scores(scores(1.4), has_metric=False, first_rung=True)
-    s2, trusted2 = _find_schedule._scores(scores(1.4), has_metric=False, first_rung=False)
-    np.testing.assert_allclose(s2, [-0.7, -0.77, -0.84])  # by the last loss, but untrusted
-    s3, trusted3 = _find_schedule._scores(scores(1.02), has_metric=False, first_rung=False)
-    assert trusted1 and not trusted2 and trusted3
-    np.testing.assert_allclose(s1, [-0.5, -0.55, -0.6])  # first rung: by the lowest loss
-    np.testing.assert_allclose(s3, [-0.51, -0.561, -0.612])  # trusted: by the last loss
+    over = _find_schedule._scores(scores(1.4), has_metric=False, sign=1.0)
+    np.testing.assert_allclose(over, -1.05 * np.array([0.5, 0.55, 0.6]))  # the rise is capped
+    calm = _find_schedule._scores(scores(1.02), has_metric=False, sign=1.0)
+    np.testing.assert_allclose(calm, [-0.51, -0.561, -0.612])  # by the last loss
+
+
+def test_a_well_behaved_regression_without_a_metric_races_every_rung():
+    # A noisy linear regression: the decay kind's high peaks end more than 5% above their
+    # lowest validation loss, which used to distrust the rung and end the race early.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(384, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.3 * rng.normal(size=384)).astype(np.float32)
+
+    def mse(w, batch):
+        return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    choice = clrjax.find_schedule(
+        mse,
+        jnp.zeros(4),
+        (x[:256], y[:256]),
+        val_data=(x[256:], y[256:]),
+        total_steps=90,
+        batch_size=16,
+        search=clrjax.Search(range_test_steps=50, start_lr=1e-4, max_extensions=0),
+    )
+    assert len(choice.rungs) == 3 and all(r.trusted for r in choice.rungs)
+    assert choice.decided_by.startswith("rung 3 of 3")
+
+
+WIDE = dataclasses.replace(SEARCH, end_lr=1e4)  # room for peaks past the bracket
+
+
+def _peak_scored(monkeypatch, score_of_peak, short_score=None):
+    """find_schedule's race with every run scored ``score_of_peak(its peak)`` (no training).
+
+    ``short_score`` scores the first rung's runs instead, when given.
+    The range test is real; its span bounds the peaks added (``WIDE``).
+    """
+
+    def fake_train_lanes(task, start, data, *, num_steps, schedules, eval_steps, **kwargs):
+        peaks = schedules["learning_rate"].max(axis=0).astype(float)
+        short = short_score is not None and num_steps == QUICK["total_steps"] // 9
+        metric = (short_score if short else score_of_peak)(peaks)
+        metric = np.repeat(metric[:, None], len(eval_steps), axis=1)
+        scores = {"loss": -metric, "metric": metric}
+        lanes = len(peaks)
+        return _training.Trained(
+            np.zeros((lanes, num_steps)), scores, eval_steps, np.full(lanes, -1), "fake"
+        )
+
+    monkeypatch.setattr(_find_schedule, "train_lanes", fake_train_lanes)
+
+
+def test_a_leading_top_peak_is_raced_past_up_to_max_extensions(monkeypatch):
+    _peak_scored(monkeypatch, lambda peaks: peaks)  # the higher the peak, the better
+    search = dataclasses.replace(WIDE, max_extensions=2)
+    with pytest.warns(UserWarning, match="top peak raced .*max_extensions \\(2\\)"):
+        choice = clrjax.find_schedule(
+            loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK | {"search": search}
+        )
+    added = [c for c in choice.candidates if c.source == _candidates.BEYOND_EDGE]
+    assert len(added) == 2  # the bound, although the top led every rung
+    top = max(c.peak for c in choice.candidates if c.source != _candidates.BEYOND_EDGE)
+    step = added[0].peak / top
+    assert 1.5 < step <= _find_schedule.PEAK_RATIO * (1 + 1e-9)
+    np.testing.assert_allclose(added[1].peak, added[0].peak * step, rtol=1e-6)
+    assert added[0].kind == added[1].kind
+    assert choice.candidates[choice.winner] == added[1] and not choice.interior
+    assert "the top peak raced" in repr(choice)
+    first = choice.rungs[0]
+    assert len(first.candidates) == len(choice.candidates)  # both raced on the first rung
+    assert first.scores.shape[1] == 1
+
+
+def test_a_peak_past_the_top_that_wins_leaves_an_interior_winner(monkeypatch):
+    best = {}
+
+    def score(peaks):  # best one bracket step above the bracket's top
+        return -np.abs(np.log(peaks / best["peak"]))
+
+    _peak_scored(monkeypatch, score)
+    search = dataclasses.replace(WIDE, max_extensions=3)
+    run = functools.partial(
+        clrjax.find_schedule, loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy
+    )
+    best["peak"] = 1e9  # first: learn the bracket (the top wins; no extension)
+    with pytest.warns(UserWarning, match="max_extensions \\(0\\)"):
+        plain = run(**QUICK | {"search": dataclasses.replace(search, max_extensions=0)})
+    top = max(c.peak for c in plain.candidates)
+    assert not plain.interior
+    best["peak"] = top * 2
+    choice = run(**QUICK | {"search": search})
+    added = [c for c in choice.candidates if c.source == _candidates.BEYOND_EDGE]
+    assert choice.interior and choice.candidates[choice.winner] == added[0]
+    assert len(added) == 2  # one step past the winner, which lost
+    assert "peak raced" not in repr(choice)
+
+
+def test_the_top_peak_survives_a_first_rung_that_ranks_it_last(monkeypatch):
+    _peak_scored(monkeypatch, lambda peaks: peaks, short_score=lambda peaks: -peaks)
+    search = dataclasses.replace(SEARCH, max_extensions=0)
+    with pytest.warns(UserWarning, match="top peak raced"):
+        choice = clrjax.find_schedule(
+            loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK | {"search": search}
+        )
+    first, second = choice.rungs[0], choice.rungs[1]
+    assert len(second.candidates) == _find_schedule.RUNG_KEEP[0] + 1
+    top = max(c.peak for c in choice.candidates)
+    assert choice.learning_rate == top  # last on the short rung, best on the long ones
+    assert choice.winner not in _race.survivors(first, _find_schedule.RUNG_KEEP[0])
+
+
+def test_metric_mode_min_races_for_the_lowest_metric(monkeypatch):
+    _peak_scored(monkeypatch, lambda peaks: peaks)  # the metric grows with the peak
+    search = dataclasses.replace(SEARCH, metric_mode="min", max_extensions=0)
+    with pytest.warns(UserWarning, match="bottom peak raced"):
+        choice = clrjax.find_schedule(
+            loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK | {"search": search}
+        )
+    assert choice.learning_rate == min(c.peak for c in choice.candidates)
+    assert choice.score == "-validation metric"
 
 
 @pytest.mark.parametrize(
@@ -307,6 +421,7 @@ def test_every_rung_checks_its_memory_before_building_its_arrays(monkeypatch):
         clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, **QUICK)
 
 
+@pytest.mark.filterwarnings("ignore:find_schedule. the winner")  # a 7-step curve: edges are fine
 def test_range_test_steps_must_give_a_suggestion():
     # Regression: 5 passed validation, then failed with "gave no suggestion".
     minimum = _candidates.MIN_RANGE_TEST_STEPS
@@ -334,7 +449,7 @@ def test_ctrl_c_in_the_race_keeps_the_range_test_and_the_finished_rungs(monkeypa
 
     def interrupted_second_rung(*args, **kwargs):
         calls.append(kwargs["num_steps"])
-        if len(calls) == 2:
+        if kwargs["num_steps"] > calls[0]:  # the second rung (the first may have grown)
             raise KeyboardInterrupt
         return _find_schedule.train_lanes.__wrapped__(*args, **kwargs)
 
@@ -343,7 +458,7 @@ def test_ctrl_c_in_the_race_keeps_the_range_test_and_the_finished_rungs(monkeypa
     with pytest.raises(clrjax.FindScheduleInterrupted) as info:
         clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, val_metric=accuracy, **QUICK)
     stop = info.value
-    assert isinstance(stop, KeyboardInterrupt) and calls == [2, 6]
+    assert isinstance(stop, KeyboardInterrupt) and calls[0] == 2 and calls[-1] == 6
     assert isinstance(stop.range_test, clrjax.RangeTestResult) and stop.range_test.num_lanes == 5
     assert [r.num_steps for r in stop.rungs] == [2]
     assert len(stop.rungs[0].candidates) == len(stop.candidates)

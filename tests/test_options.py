@@ -82,6 +82,9 @@ BAD_FIELDS = [
     (clrjax.Search, "decay_rate", 0.0, ValueError),
     (clrjax.Search, "decay_rate", [0.5], TypeError),
     (clrjax.Search, "val_batch_size", 0, ValueError),
+    (clrjax.Search, "max_extensions", -1, ValueError),
+    (clrjax.Search, "max_extensions", 1.0, TypeError),
+    (clrjax.Search, "metric_mode", "maximize", ValueError),
 ]
 VALID = {clrjax.Validation: {"data": (np.zeros((4, 3)), np.zeros(4))}}
 
@@ -349,6 +352,7 @@ def test_range_test_passes_its_options_whole(monkeypatch):
 
 
 @pytest.mark.parametrize("compute_dtype", [None, jnp.bfloat16])
+@pytest.mark.filterwarnings("ignore:find_schedule. the winner")  # an edge winner is fine here
 def test_find_schedule_computes_in_the_models_compute_dtype(compute_dtype):
     seen = set()
 
