@@ -67,7 +67,10 @@ def test_every_stage_reads_the_loader_from_its_start_and_every_lane_the_same_bat
         val_data=VAL,
         val_metric=accuracy,
         total_steps=36,
-        search=clrjax.Search(range_test_steps=10, start_lr=1e-4, steps_per_epoch=8),
+        # No race past a bracket edge: one pass per rung (an extension is one more pass).
+        search=clrjax.Search(
+            range_test_steps=10, start_lr=1e-4, steps_per_epoch=8, max_extensions=0
+        ),
     )
     assert [r.num_steps for r in choice.rungs] == [4, 12, 36]
     # A pass reads the first batches (their shapes), then one each for the range test and rungs.
