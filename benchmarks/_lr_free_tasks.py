@@ -70,6 +70,10 @@ class Task:
       batch_size: examples per step.
       regression: scores are minus the test MSE (reported as MSE, lower is better).
       find: ``find(task, key, total_steps, steps_per_epoch) -> ScheduleChoice``.
+      tuned: the task's dataset and model were among those clrjax's defaults were tuned on.
+      lanes: how the benchmark's trainer runs the seeds of a method: ``"vmap"``
+        (side by side) or ``"map"`` (one after another: the conv nets, whose
+        vmapped convolutions are grouped ones, slow on CPU).
     """
 
     name: str
@@ -91,6 +95,7 @@ class Task:
     regression: bool
     find: Callable[..., clrjax.ScheduleChoice]
     tuned: bool = False
+    lanes: str = "vmap"
 
     @property
     def steps_per_epoch(self) -> int:
@@ -263,6 +268,7 @@ def _cnn1d_task() -> Task:
         batch_size=128,
         regression=False,
         find=functools.partial(_loss_find, takes_rng=False),
+        lanes="map",
     )
 
 
@@ -339,6 +345,7 @@ def _linen_task() -> Task:
         batch_size=64,
         regression=False,
         find=find,
+        lanes="map",
     )
 
 

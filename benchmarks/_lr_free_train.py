@@ -101,10 +101,16 @@ class Runner:
             s = task.score_fn(params, batch)
             return jnp.where(lane.bad | ~jnp.isfinite(s), jnp.nan, s)
 
+        def train_lanes(lanes, schedules, step0):
+            if task.lanes == "vmap":
+                return jax.vmap(train, in_axes=(0, 0, None))(lanes, schedules, step0)
+            # One lane after another: a vmapped convolution is a grouped one, slow on CPU.
+            return jax.lax.map(lambda args: train(*args, step0), (lanes, schedules))
+
         self.chunk = task.steps_per_epoch
         self.scheduled = method.scheduled
         self._init = jax.jit(jax.vmap(init))
-        self._train = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))
+        self._train = jax.jit(train_lanes)
         self._score = jax.jit(jax.vmap(score, in_axes=(0, None)))
 
     def run(
