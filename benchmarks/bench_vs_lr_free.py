@@ -52,6 +52,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -302,10 +303,23 @@ def per_seed(entry: dict) -> np.ndarray:
 
 
 def seed_std(entry: dict) -> float:
-    """The standard deviation over seeds (a keyed method's: the mean over its keys)."""
-    if "keys" in entry:
-        return float(np.mean([np.std(k["test"]) for k in entry["keys"].values()]))
-    return float(np.std(entry["test"]))
+    """Std over seeds (a keyed method's: the mean over its keys; NaN: a run diverged)."""
+    runs = [k["test"] for k in entry["keys"].values()] if "keys" in entry else [entry["test"]]
+    runs = [np.asarray(r, dtype=float) for r in runs]
+    if not all(np.isfinite(r).all() for r in runs):
+        return float("nan")
+    return float(np.mean([np.std(r) for r in runs]))
+
+
+def short_config(text: str) -> str:
+    """``"ScheduleChoice(decay, learning_rate=0.02, ..."`` -> ``"decay 0.02"``; others unchanged.
+
+    Examples:
+      >>> short_config("ScheduleChoice(one_cycle, learning_rate=0.496, total_steps=1860; ...)")
+      'one_cycle 0.496'
+    """
+    found = re.match(r"ScheduleChoice\((\w+), learning_rate=([^,]+),", text)
+    return f"{found[1]} {found[2]}" if found else text
 
 
 def table(task_result: dict) -> str:
@@ -325,14 +339,17 @@ def table(task_result: dict) -> str:
         )
         if "keys" in entry:
             secs = np.mean([k["seconds"] for k in entry["keys"].values()])
-            config = "; ".join(f"key {k}: {v['config']}" for k, v in entry["keys"].items())
+            config = "; ".join(
+                f"key {k}: {short_config(v['config'])}" for k, v in entry["keys"].items()
+            )
             seconds = f"{secs:.0f}"
         else:
             config, seconds = entry["config"], "-"
         label = f"{name} (test-picked: upper bound)" if name == "ceiling" else name
+        std = seed_std(entry)
         lines.append(
-            f"| {label} | {fmt.format(means.mean())} | {spread} | {fmt.format(seed_std(entry))} | "
-            f"{seconds} | {config} |"
+            f"| {label} | {fmt.format(means.mean())} | {spread} | "
+            f"{fmt.format(std) if np.isfinite(std) else 'diverged'} | {seconds} | {config} |"
         )
     return "\n".join(lines)
 
@@ -431,7 +448,14 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs-scale", type=float, default=1.0, help="shrink every budget (a smoke run)"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="only print the report of saved --out files"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        for path in args.report:
+            print(report(json.loads(path.read_text())))
+        return 0
     if "optuna" in args.methods and "find_schedule" not in args.methods:
         parser.error("optuna's time budget is find_schedule's: add find_schedule to --methods")
     if not 0 < args.epochs_scale <= 1 or args.seeds < 1 or args.keys < 1:
