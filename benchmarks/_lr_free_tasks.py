@@ -27,8 +27,16 @@ import clrjax
 from clrjax import demo
 
 TASKS = ("mlp_sgd", "mlp_adamw", "cnn1d_sgd", "linen_cnn_adam", "regression_sgd", "nnx_dropout")
-# The datasets/models clrjax's find_schedule defaults were measured on (docs/find_schedule.md).
-TUNED = {"mlp_sgd", "mlp_adamw", "linen_cnn_adam"}
+# Which tasks clrjax's find_schedule defaults were measured on (docs/find_schedule.md: MLPs on
+# mnist1d, with SGD and AdamW, and on digits).
+TUNING = {
+    "mlp_sgd": "used for tuning clrjax's defaults",
+    "mlp_adamw": "used for tuning clrjax's defaults",
+    "cnn1d_sgd": "held out (its data, mnist1d, was used for tuning with MLPs)",
+    "linen_cnn_adam": "held out (its data, digits, was used for tuning with an MLP)",
+    "regression_sgd": "held out",
+    "nnx_dropout": "held out (its data, digits, was used for tuning with an MLP)",
+}
 
 
 def nesterov_sgd(learning_rate: Any, momentum: Any = 0.9) -> optax.GradientTransformation:
@@ -70,7 +78,7 @@ class Task:
       batch_size: examples per step.
       regression: scores are minus the test MSE (reported as MSE, lower is better).
       find: ``find(task, key, total_steps, steps_per_epoch) -> ScheduleChoice``.
-      tuned: the task's dataset and model were among those clrjax's defaults were tuned on.
+      tuning: whether clrjax's defaults were tuned on the task (:data:`TUNING`).
       lanes: how the benchmark's trainer runs the seeds of a method: ``"vmap"``
         (side by side) or ``"map"`` (one after another: the conv nets, whose
         vmapped convolutions are grouped ones, slow on CPU).
@@ -94,7 +102,7 @@ class Task:
     batch_size: int
     regression: bool
     find: Callable[..., clrjax.ScheduleChoice]
-    tuned: bool = False
+    tuning: str = ""
     lanes: str = "vmap"
 
     @property
@@ -462,4 +470,4 @@ def load_task(name: str) -> Task:
     }
     if name not in builders:
         raise ValueError(f"unknown task {name!r}; one of {TASKS}")
-    return dataclasses.replace(builders[name](), tuned=name in TUNED)
+    return dataclasses.replace(builders[name](), tuning=TUNING[name])

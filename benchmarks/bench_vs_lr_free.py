@@ -67,7 +67,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import optuna  # noqa: E402
-from _lr_free_tasks import TASKS, Task, load_task  # noqa: E402
+from _lr_free_tasks import TASKS, TUNING, Task, load_task  # noqa: E402
 from _lr_free_train import Method, Runner, scheduled_method  # noqa: E402
 
 import clrjax  # noqa: E402
@@ -423,9 +423,8 @@ def report(results: dict) -> str:
     """The whole markdown report."""
     out = [f"Machine: {results['machine']}; {results['date']}; argv: `{results['argv']}`", ""]
     for r in results["tasks"].values():
-        tuned = "used for tuning clrjax's defaults" if r["tuned"] else "held out"
         out += [
-            f"### {r['task']} ({tuned})",
+            f"### {r['task']}: {TUNING[r['task']]}",
             "",
             f"{r['description']}; {r['epochs']} epochs x {r['per_epoch']} steps, "
             f"{len(r['seeds'])} seeds, race keys {r['keys']}.",
@@ -477,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = {
             "task": name,
             "description": task.description,
-            "tuned": task.tuned,
+            "tuning": task.tuning,
             "regression": task.regression,
             "epochs": budget.epochs,
             "per_epoch": budget.per_epoch,
