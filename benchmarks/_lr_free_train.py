@@ -1,4 +1,4 @@
-"""One trainer for every method of ``bench_vs_lr_free.py``: lanes vmapped, steps scanned.
+"""One trainer for every method of ``bench_vs_lr_free.py``: lanes vmapped or mapped, steps scanned.
 
 A lane is one (configuration, seed) run. Its seed fixes its initial
 parameters, its data order (a fresh permutation every pass over the data) and
