@@ -209,19 +209,19 @@ def find_schedule(
             "optimizer must be a factory (learning_rate, **hparams) -> GradientTransformation, "
             f"e.g. optax.adamw, got {optimizer!r}"
         )
-    lanes = _grid.expand_grid(grid, None)
-    check_factory(optimizer, lanes.optimizer_names)
-    moment, base_momentum = momentum_default(optimizer)
-    _check_grid_not_cycled(lanes.optimizer_names, moment)
+    lane_grid = _grid.expand_grid(grid, None)
+    check_factory(optimizer, lane_grid.optimizer_names)
+    momentum_name, base_momentum = momentum_default(optimizer)
+    _check_grid_not_cycled(lane_grid.optimizer_names, momentum_name)
     task = loss_task(loss_fn, optimizer, model, val_metric=val_metric)
     lane_tasks = _LaneTasks(
         range_test=dataclasses.replace(task, val_metric=None),
         race=task,
         start=(params, model.state),
-        moment=moment,
+        momentum_name=momentum_name,
         base_momentum=base_momentum,
         has_metric=val_metric is not None,
-        grid_names=lanes.optimizer_names,
+        grid_names=lane_grid.optimizer_names,
         factory=optimizer,
     )
     return _find(
@@ -308,13 +308,13 @@ def find_schedule_step(
     model = resolve("model", model)
     check_model_applies(model, "find_schedule_step", STEP_MODEL_REFUSED)
     example, what = start_state(train_state, model, concrete=True)
-    lanes = _grid.expand_grid(grid, None)
-    _injected.check_injected(example, ("learning_rate", *lanes.optimizer_names), what)
+    lane_grid = _grid.expand_grid(grid, None)
+    _injected.check_injected(example, ("learning_rate", *lane_grid.optimizer_names), what)
     values = _injected.injected_values(example)
     scheduled = _injected.scheduled_hyperparams(example)
-    moment = next((n for n in MOMENTUM_NAMES if n in values and n not in scheduled), None)
-    base_momentum = None if moment is None else float(values[moment])
-    _check_grid_not_cycled(lanes.optimizer_names, moment)
+    momentum_name = next((n for n in MOMENTUM_NAMES if n in values and n not in scheduled), None)
+    base_momentum = None if momentum_name is None else float(values[momentum_name])
+    _check_grid_not_cycled(lane_grid.optimizer_names, momentum_name)
     task = StepTask(
         train_step=train_step,
         val_step=val_step,
@@ -327,10 +327,10 @@ def find_schedule_step(
         range_test=dataclasses.replace(task, val_step=None, metric_key=None),
         race=task,
         start=train_state,
-        moment=moment,
+        momentum_name=momentum_name,
         base_momentum=base_momentum,
         has_metric=metric_key is not None,
-        grid_names=lanes.optimizer_names,
+        grid_names=lane_grid.optimizer_names,
         factory=None,
     )
     return _find(
@@ -348,12 +348,13 @@ def find_schedule_step(
     )
 
 
-def _check_grid_not_cycled(names: Sequence[str], moment: str | None) -> None:
-    if moment is not None and moment in names:
+def _check_grid_not_cycled(names: Sequence[str], momentum_name: str | None) -> None:
+    if momentum_name is not None and momentum_name in names:
         raise ValueError(
-            f"grid: {moment!r} is what one-cycle cycles (0.95 -> 0.85 -> 0.95) and the decay "
-            f"kind holds at the optimizer's default; race other hyperparameters, or set "
-            f"{moment} in the optimizer (e.g. functools.partial(factory, {moment}=...))"
+            f"grid: {momentum_name!r} is what one-cycle cycles (0.95 -> 0.85 -> 0.95) and the "
+            "decay kind holds at the optimizer's default; race other hyperparameters, or set "
+            f"{momentum_name} in the optimizer "
+            f"(e.g. functools.partial(factory, {momentum_name}=...))"
         )
 
 
@@ -364,7 +365,8 @@ class _LaneTasks(NamedTuple):
       range_test: the range test's task (no validation).
       race: the race's task (scored on the validation set).
       start: the engine's start state, shared by all lanes.
-      moment: the injected momentum (``"momentum"``/``"b1"``) one-cycle cycles, or ``None``.
+      momentum_name: the injected momentum (``"momentum"``/``"b1"``) one-cycle cycles, or
+        ``None``.
       base_momentum: its value (held by the ``"decay"`` kind), or ``None``.
       has_metric: the race scores by a metric, not the validation loss.
       grid_names: the raced grid's optimizer hyperparameters.
@@ -374,7 +376,7 @@ class _LaneTasks(NamedTuple):
     range_test: _engine.Task
     race: _engine.Task
     start: Any
-    moment: str | None
+    momentum_name: str | None
     base_momentum: float | None
     has_metric: bool
     grid_names: tuple[str, ...]
@@ -550,7 +552,7 @@ def _run_race(
 ) -> ScheduleChoice:
     """Candidates from ``curve``, successive halving, the :class:`ScheduleChoice`."""
     candidates, outside = _propose(curve, settings.kinds)
-    moment, base_momentum = tasks.moment, tasks.base_momentum
+    momentum_name, base_momentum = tasks.momentum_name, tasks.base_momentum
     if not candidates:
         raise ValueError(
             "the range test gave no suggestion on any lane (every lane diverged at once or "
@@ -586,9 +588,9 @@ def _run_race(
             num_steps,
             steps_per_epoch=per_epoch * num_steps / total,  # a shorter run keeps the decay's total
             decay_rate=settings.decay_rate,
-            momentum=base_momentum if moment else None,
+            momentum=base_momentum if momentum_name else None,
         )
-        schedules = {"learning_rate": lrs} | ({moment: moms} if moms is not None else {})
+        schedules = {"learning_rate": lrs} | ({momentum_name: moms} if moms is not None else {})
         dtype = num.float_dtype()
         constants = {n: np.array([c.hparams[n] for c in runs], dtype) for n in tasks.grid_names}
         evals = np.union1d(np.arange(per_epoch - 1, num_steps, per_epoch), [num_steps - 1])
@@ -653,7 +655,7 @@ def _run_race(
         total_steps=total,
         steps_per_epoch=float(per_epoch),
         decay_rate=settings.decay_rate,
-        momentum_name=moment,
+        momentum_name=momentum_name,
         base_momentum=base_momentum,
         candidates=tuple(candidates),
         rungs=tuple(rungs),
