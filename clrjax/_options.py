@@ -356,9 +356,10 @@ class Search:
       max_extensions: the most peaks the race adds past the bracket's edges
         (>= 0): when a rung's leader has the top (bottom) peak raced for its
         kind and grid point, the next peak up (down) trains on that rung's
-        budget and seeds before it ranks, up to the learning rate where the
-        range test diverged (down to ``start_lr``). ``0``: the bracket is
-        final.
+        budget and seeds before it ranks, within the range test's span
+        (``start_lr`` to ``end_lr``: one-cycle's warm-up may train a peak the
+        range test saw diverge; one that fails scores NaN and loses). ``0``:
+        the bracket is final.
       metric_mode: ``"max"`` (the race maximises ``val_metric`` or
         ``metric_key``, e.g. accuracy) or ``"min"`` (it minimises it, e.g. an
         error); the validation loss, raced without a metric, is always
