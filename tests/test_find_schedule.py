@@ -579,3 +579,14 @@ def test_a_val_metric_that_is_not_a_scalar_is_refused():
 
     with pytest.raises(ValueError, match="val_metric must return a scalar"):
         clrjax.find_schedule(loss_fn, None, TRAIN, val_data=VAL, val_metric=per_class, **FAST)
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_the_range_test(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the range test ran")
+
+    monkeypatch.setattr(_find_schedule, "run_range_test", never)
+    with pytest.raises(
+        ValueError, match=r"batch_size \(300\) is larger than the number of examples in data"
+    ):
+        clrjax.find_schedule(loss_fn, PARAMS, TRAIN, val_data=VAL, total_steps=72, batch_size=300)

@@ -193,3 +193,13 @@ def test_a_rung_too_big_for_the_memory_is_refused_naming_total_steps(monkeypatch
     _training.check_rung_memory(9000, 1000, 4, 2, 32)  # fits exactly
     with pytest.raises(MemoryError, match=r"total_steps=9000: a race rung of 4 lanes x 1001"):
         _training.check_rung_memory(9000, 1001, 4, 2, 32)
+
+
+def test_a_rung_grows_only_by_runs_of_its_budget_and_seeds():
+    rung = _race.Rung(10, np.array([0, 1]), np.array([[1.0], [2.0]]), 0.5, "vmap")
+    for more in (
+        _race.Rung(20, np.array([2]), np.array([[3.0]]), 0.25, "vmap"),  # another budget
+        _race.Rung(10, np.array([2]), np.array([[3.0, 3.0]]), 0.25, "vmap"),  # two seeds
+    ):
+        with pytest.raises(ValueError, match="a rung grows only by runs of its own budget"):
+            _race.grown(rung, more)

@@ -270,3 +270,29 @@ def test_a_bad_train_step_state_or_loss_key_is_named():
         clrjax.range_test_step(make_step(tx), start(tx), (X, Y), loss_key=1, **FAST)
     with pytest.raises(TypeError, match=r"Validation\.step must be callable or None, got 'val'"):
         clrjax.Validation((X, Y), step="val")
+
+
+def _held_step(tx, returned):
+    """A step on a state with a held (non-array) leaf that returns ``returned(new_state)``."""
+    inner = make_step(tx)
+
+    def train_step(state, batch):
+        new, metrics = inner({"w": state["w"], "opt": state["opt"]}, batch)
+        return returned({**new, "act": state["act"]}), metrics
+
+    return train_step
+
+
+@pytest.mark.parametrize(
+    ("returned", "match"),
+    [
+        (lambda s: {**s, "extra": s["w"]}, "the train step must return its state with the same"),
+        (lambda s: {**s, "w": str}, r"the train step turned the array state\['w'\] into"),
+    ],
+    ids=["structure", "array_to_object"],
+)
+def test_a_step_that_reshapes_a_state_with_held_leaves_is_refused(returned, match):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    state = {**start(tx), "act": jnp.tanh}  # a function leaf: held fixed outside the program
+    with pytest.raises(TypeError, match=match):
+        clrjax.range_test_step(_held_step(tx, returned), state, (X, Y), **FAST)

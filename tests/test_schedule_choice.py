@@ -165,6 +165,8 @@ def test_an_inconsistent_file_loads_or_is_refused_naming_it(choice, data):
             "candidate kind 'cosine' is not one of",
         ),
         ("num_rungs", lambda v: np.array(0), "num_rungs is 0"),
+        ("candidate_grid", lambda v: np.zeros((3, v.shape[1])), r"candidate_grid has shape \(3,"),
+        ("rung0/trusted", lambda v: np.array(False), "no rung is trusted"),
     ],
 )
 def test_inconsistent_files_are_refused(tmp_path, name, value, match):
