@@ -124,10 +124,10 @@ def find_schedule(
     **Cost.** About ``n/9 + 4/3 + 4`` runs of ``total_steps`` for ``n``
     candidates (about 7 for 14 candidates), plus the range test, a few
     compiles, and the runs of any peak raced past an edge: measured on CPU
-    (mnist1d MLP, before edges were raced) 1.0-1.3x the time of training the
-    chosen schedule's 5 seeds as one ``jax.jit(jax.vmap(...))`` program
-    (``docs/benchmarks.md``); on accelerators, where lanes run side by side,
-    less. Each stage's time is in the result (``rungs``, ``seconds``) and is
+    (mnist1d MLP, fresh processes) 1.5x the time of training the chosen
+    schedule's 5 seeds as one ``jax.jit(jax.vmap(...))`` program (1.0-1.3x
+    before edges were raced; ``docs/benchmarks.md``); on accelerators, where
+    lanes run side by side, less. Each stage's time is in the result (``rungs``, ``seconds``) and is
     printed with ``progress``.
 
     Args:
