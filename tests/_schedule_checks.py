@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 from collections.abc import Callable
@@ -74,3 +75,15 @@ def assert_step_types(schedule: Callable) -> None:
     assert np.asarray(schedule(steps.reshape(3, 4))).shape == (3, 4)
     for huge in (2**31 - 1, 2**40, np.int64(2**40), -5):
         assert np.isfinite(float(schedule(huge))), huge
+
+
+@contextlib.contextmanager
+def float64():
+    """``jax_enable_x64`` on inside the block, restored after (for Hypothesis tests too,
+    which cannot take function-scoped fixtures)."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)

@@ -1,18 +1,14 @@
 """Shared test fixtures (JAX is pinned to CPU by the repository's conftest.py)."""
 
-import jax
 import pytest
+from _schedule_checks import float64
 
 
 @pytest.fixture
 def x64():
     """Runs a test with ``jax_enable_x64`` on, restoring the setting after."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with float64():
         yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 @pytest.fixture(autouse=True)

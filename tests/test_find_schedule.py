@@ -483,24 +483,12 @@ def test_train_step_side_effects_run_at_trace_time_only():
         return {"loss": loss_fn(state["params"], batch)}
 
     state = {"params": PARAMS, "opt": tx.init(PARAMS)}
-    clrjax.range_test_step(
-        train_step,
-        state,
-        TRAIN,
-        batch_size=32,
-        num_steps=20,
-        validation=clrjax.Validation(VAL, step=val_step),
-    )
-    assert traces == {"train": 2, "val": 2}
-    clrjax.range_test_step(
-        train_step,
-        state,
-        TRAIN,
-        batch_size=32,
-        num_steps=20,
-        validation=clrjax.Validation(VAL, step=val_step),
-    )
-    assert traces == {"train": 2, "val": 2}  # the same call again: nothing traced
+    validation = clrjax.Validation(VAL, step=val_step)
+    for _ in range(2):  # the same call again traces nothing
+        clrjax.range_test_step(
+            train_step, state, TRAIN, batch_size=32, num_steps=20, validation=validation
+        )
+        assert traces == {"train": 2, "val": 2}
 
 
 def test_a_bad_loss_fn_is_named():

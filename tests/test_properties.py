@@ -8,7 +8,6 @@ files of ``tests/data`` pin a few cases to PyTorch itself. Every property runs
 a fixed, derandomized set of examples.
 """
 
-import contextlib
 import itertools
 import math
 import os
@@ -16,8 +15,8 @@ import pickle
 import tempfile
 
 import hypothesis.extra.numpy as hnp
-import jax
 import numpy as np
+from _schedule_checks import float64
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_schedule_choice import choices
@@ -26,17 +25,6 @@ import clrjax
 from clrjax import RangeTestResult
 
 PROFILE = settings(max_examples=60, deadline=None, derandomize=True)
-
-
-@contextlib.contextmanager
-def _float64():
-    """Schedules in float64 (``jax_enable_x64``), restored after."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def _close(got, want, scale):
@@ -127,7 +115,7 @@ STEPS = st.lists(st.integers(0, 3000), min_size=12, max_size=12)
     steps=STEPS,
 )
 def test_cyclic_matches_torch(base_lr, max_lr, up, down, mode, gamma, steps):
-    with _float64():
+    with float64():
         _check_cyclic(base_lr, max_lr, up, down, mode, gamma, steps)
 
 
@@ -164,7 +152,7 @@ def test_one_cycle_matches_torch(
     assume(ends[0] >= 1 and all(b - a >= 1 for a, b in itertools.pairwise(ends)))
     steps = data.draw(st.lists(st.integers(0, total_steps - 1), min_size=12, max_size=12))
     kw = dict(pct_start=pct_start, anneal_strategy=anneal, three_phase=three_phase)
-    with _float64():
+    with float64():
         lr = clrjax.one_cycle_schedule(
             total_steps, max_lr, div_factor=div, final_div_factor=final_div, **kw
         )(np.array(steps))
@@ -186,7 +174,7 @@ def test_one_cycle_matches_torch(
     steps=st.lists(st.integers(0, 10**5), min_size=12, max_size=12),
 )
 def test_warm_restarts_match_torch(base_lr, t_0, t_mult, eta_min, steps):
-    with _float64():
+    with float64():
         sched = clrjax.cosine_warm_restarts_schedule(base_lr, t_0, t_mult=t_mult, eta_min=eta_min)
         got = sched(np.array(steps))
     want = [torch_warm_restarts(t, base_lr, t_0, t_mult, eta_min) for t in steps]
